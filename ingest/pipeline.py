@@ -1,0 +1,241 @@
+"""Ingest: files → documents → chunks → embeddings → one new collection version per batch.
+
+Each file gets a ``FileResult``. One bad file never aborts the batch and never touches the
+collection: everything that loaded is committed together at the end, atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from rag.store import CollectionWriter, DocRecord
+from rag.types import Chunk, Document
+
+from .chunking import chunk_document
+from .loaders import LoadError, is_archive, iter_archive, load, safe_name
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+EMBED_BATCH = 256
+
+
+@dataclass
+class FileResult:
+    name: str
+    status: str  # added | replaced | duplicate | failed
+    chunks: int = 0
+    documents: int = 0
+    error: str | None = None
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+def doc_hash(doc: Document) -> str:
+    h = hashlib.sha256()
+    h.update(doc.title.encode("utf-8", "surrogatepass"))
+    h.update(b"\x00")
+    h.update(doc.text.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def _extension(name: str) -> str:
+    lower = name.lower()
+    if lower.endswith(".jsonl.gz"):
+        return "gz"
+    return lower.rsplit(".", 1)[-1] if "." in lower else ""
+
+
+def iter_paths(paths: Iterable[str | Path]) -> Iterator[tuple[str, Path]]:
+    """Expand files and folders (recursively, skipping hidden entries) into (display name, path)."""
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                rel = f.relative_to(p)
+                if f.is_file() and not any(part.startswith(".") for part in rel.parts):
+                    yield str(rel), f
+        else:
+            yield p.name, p
+
+
+class _Batch:
+    """Accumulates chunks from many documents and embeds them in large batches."""
+
+    def __init__(self, writer: CollectionWriter, embedder):
+        self.writer, self.embedder = writer, embedder
+        self.pending: list[tuple[DocRecord, list[Chunk]]] = []
+        self.n_chunks = 0
+
+    def add(self, record: DocRecord, chunks: list[Chunk]) -> None:
+        self.pending.append((record, chunks))
+        self.n_chunks += len(chunks)
+        if self.n_chunks >= EMBED_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        texts = [self.writer.index_text(c) for _, chunks in self.pending for c in chunks]
+        vecs = self.embedder.encode_documents(texts) if texts else np.zeros((0, self.writer.dim), np.float32)
+        i = 0
+        for rec, chunks in self.pending:
+            self.writer.add(rec, chunks, vecs[i:i + len(chunks)])
+            i += len(chunks)
+        self.pending, self.n_chunks = [], 0
+
+
+def ingest(collection: str, files: Iterable[tuple[str, bytes | Path]], *, settings, embedder,
+           progress: Progress | None = None, total: int | None = None) -> list[FileResult]:
+    """Ingest ``(name, bytes or path)`` items into ``collection`` (created if missing).
+
+    Returns one result per input file (archive members are reported as ``archive.zip/member``).
+    """
+    files = list(files)
+    total = total or len(files)
+    limits = settings.limits
+    results: list[FileResult] = []
+    report = progress or (lambda f, m: None)
+    with CollectionWriter(
+        collection, settings.data_dir, embedder_id=embedder.model_id, dim=embedder.dim,
+        chunking=settings.chunking.model_dump(), sparse_settings=settings.sparse,
+        dense_settings=settings.dense, index_title=settings.retrieval.index_title,
+    ) as writer:
+        batch = _Batch(writer, embedder)
+        chunk_cfg = writer.chunking
+        for i, (name, src) in enumerate(files):
+            display = display_name(name)
+            report(i / max(total, 1), f"{display} ({i + 1}/{total})")
+            try:
+                data = _read(src, limits.max_file_bytes, display)
+                if _extension(display) not in limits.allowed_types and not _is_beir(display):
+                    raise LoadError(
+                        f"{display}: file type '.{_extension(display) or '(none)'}' is not accepted. "
+                        f"Allowed: {', '.join('.' + t for t in limits.allowed_types)}.")
+                if is_archive(data, display):
+                    members = iter_archive(data, display, max_files=limits.max_files_per_upload,
+                                           max_total_bytes=limits.max_archive_bytes,
+                                           max_ratio=limits.max_archive_ratio)
+                    for member, payload in members:
+                        label = f"{display}/{member}"
+                        if isinstance(payload, LoadError):
+                            results.append(FileResult(label, "failed", error=str(payload)))
+                            continue
+                        results.append(_ingest_one(label, member, payload, writer, batch, chunk_cfg, embedder))
+                else:
+                    results.append(_ingest_one(display, display, data, writer, batch, chunk_cfg, embedder))
+            except LoadError as e:
+                results.append(FileResult(display, "failed", error=str(e)))
+            except MemoryError:
+                results.append(FileResult(display, "failed", error=f"{display}: too large to process in memory; split it into smaller files."))
+            except Exception as e:  # never let one file take the batch down
+                log.exception("ingest of %s failed", display)
+                results.append(FileResult(display, "failed", error=f"{display}: could not be ingested ({type(e).__name__}: {e})."))
+        report(0.97, "embedding the last batch")
+        batch.flush()
+        report(0.98, "saving the collection")
+        writer.commit()
+    report(1.0, "done")
+    return results
+
+
+def display_name(name: str) -> str:
+    """A relative path with every part made safe (no '..', no absolute paths, no control characters)."""
+    parts = [p for p in str(name).replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return "/".join(safe_name(p) for p in parts) if parts else safe_name(str(name))
+
+
+def _is_beir(name: str) -> bool:
+    return name.lower().endswith((".jsonl", ".jsonl.gz"))
+
+
+def _read(src, max_bytes: int, display: str) -> bytes:
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+    else:
+        path = Path(src)
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise LoadError(f"{display}: cannot be read ({e.strerror}); check the path and its permissions.")
+        if size > max_bytes:
+            raise LoadError(_too_big(display, size, max_bytes))
+        data = path.read_bytes()
+    if len(data) > max_bytes:
+        raise LoadError(_too_big(display, len(data), max_bytes))
+    return data
+
+
+def _too_big(display: str, size: int, max_bytes: int) -> str:
+    return (f"{display}: {size / 2**20:.1f} MiB is over the {max_bytes / 2**20:.0f} MiB limit per file; "
+            "split it, or raise limits.max_file_bytes in configs/default.yaml.")
+
+
+def _ingest_one(label: str, name: str, data: bytes, writer: CollectionWriter, batch: _Batch,
+                chunk_cfg: dict, embedder) -> FileResult:
+    docs = load(data, name)
+    res = FileResult(label, "duplicate")
+    added = replaced = 0
+    for doc in docs:
+        if len(docs) == 1 and doc.metadata.get("format") != "beir":
+            doc.doc_id = doc.source = label  # the relative path keeps same-named files in different folders apart
+        sha = doc_hash(doc)
+        old = writer.existing_hash(doc.doc_id)
+        if old == sha:
+            res.details.append(f"{doc.doc_id}: unchanged")
+            continue
+        twin = writer.doc_with_hash(sha)
+        if twin is not None and twin != doc.doc_id:
+            res.details.append(f"{doc.doc_id}: same content as {twin}")
+            continue
+        chunks = chunk_document(doc, embedder.tokenizer, chunk_tokens=chunk_cfg["chunk_tokens"],
+                                overlap_tokens=chunk_cfg["overlap_tokens"])
+        if not chunks:
+            res.details.append(f"{doc.doc_id}: no text")
+            continue
+        rec = DocRecord(doc.doc_id, doc.source, doc.title, sha, len(data) if len(docs) == 1 else 0,
+                        doc.metadata.get("format", ""))
+        batch.add(rec, chunks)
+        res.chunks += len(chunks)
+        res.documents += 1
+        if old is None:
+            added += 1
+        else:
+            replaced += 1
+    if added:
+        res.status = "added"
+    elif replaced:
+        res.status = "replaced"
+    elif docs and all(d.endswith("no text") for d in res.details):
+        res.status, res.error = "failed", f"{label}: no extractable text."
+    return res
+
+
+def remove_documents(collection: str, doc_ids: Iterable[str], *, settings) -> int:
+    """Delete documents from a collection (one new version). Returns how many existed."""
+    n = 0
+    with CollectionWriter(
+        collection, settings.data_dir, embedder_id=None, dim=None,
+        chunking=settings.chunking.model_dump(), sparse_settings=settings.sparse,
+        dense_settings=settings.dense, index_title=settings.retrieval.index_title,
+    ) as writer:
+        for d in doc_ids:
+            if writer.has_document(d):
+                writer.remove(d)
+                n += 1
+        if n:
+            writer.commit()
+    return n
+
+
+__all__ = ["ingest", "remove_documents", "iter_paths", "FileResult", "doc_hash"]

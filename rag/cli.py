@@ -1,0 +1,214 @@
+"""`hybrid-rag` command line: ingest, search, collections, eval, ask, serve."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _settings(args):
+    from .config import load_settings
+
+    return load_settings(path=args.config, data_dir=args.data_dir)
+
+
+def cmd_ingest(args) -> int:
+    from ingest.pipeline import ingest, iter_paths
+
+    from .retrieve import make_embedder
+
+    settings = _settings(args)
+    if args.chunk_tokens:
+        settings.chunking.chunk_tokens = args.chunk_tokens
+    if args.overlap_tokens is not None:
+        settings.chunking.overlap_tokens = args.overlap_tokens
+    missing = [p for p in args.paths if not os.path.exists(p)]
+    if missing:
+        print(f"error: not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    files = list(iter_paths(args.paths))
+    embedder = make_embedder(settings)
+    t0 = time.perf_counter()
+    last = [0.0]
+
+    def progress(frac, msg):
+        if not args.quiet and (time.perf_counter() - last[0] > 1 or frac >= 1):
+            last[0] = time.perf_counter()
+            print(f"\r[{frac * 100:5.1f}%] {msg[:70]:<70}", end="", file=sys.stderr, flush=True)
+
+    results = ingest(args.collection, files, settings=settings, embedder=embedder, progress=progress)
+    if not args.quiet:
+        print(file=sys.stderr)
+    failed = [r for r in results if not r.ok]
+    for r in results:
+        line = f"{r.status:<9} {r.name}: {r.chunks} chunks" + (f", {r.documents} documents" if r.documents > 1 else "")
+        print(line if r.ok else f"failed    {r.error}")
+    chunks = sum(r.chunks for r in results)
+    print(f"{len(results) - len(failed)} of {len(results)} files ingested, {chunks} chunks added "
+          f"to '{args.collection}' in {time.perf_counter() - t0:.1f}s")
+    return 1 if failed and len(failed) == len(results) else 0
+
+
+def _print_hit(i, h):
+    c = h.chunk
+    where = f" p.{c.page}" if c.page else (f" §{c.heading}" if c.heading else "")
+    d = f"{h.dense_rank}" if h.dense_rank else "-"
+    s = f"{h.sparse_rank}" if h.sparse_rank else "-"
+    print(f"[{i}] {h.score:.4f}  {c.source}{where}  (dense #{d}, sparse #{s})")
+    snippet = " ".join(c.text.split())[:240]
+    print(f"    {snippet}")
+
+
+def cmd_search(args) -> int:
+    from .retrieve import get_retriever
+
+    settings = _settings(args)
+    r = get_retriever(args.collection, settings=settings)
+    res = r.search(args.query, mode=args.mode, k=args.k)
+    if args.json:
+        print(json.dumps({
+            "query": args.query, "mode": res.mode, "retrieval_ms": round(res.retrieval_ms, 2),
+            "hits": [{"rank": h.fused_rank, "score": h.score, "chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id,
+                      "source": h.chunk.source, "page": h.chunk.page, "heading": h.chunk.heading,
+                      "start": h.chunk.start, "end": h.chunk.end, "text": h.chunk.text,
+                      "dense_rank": h.dense_rank, "dense_score": h.dense_score,
+                      "sparse_rank": h.sparse_rank, "sparse_score": h.sparse_score} for h in res.hits]}))
+        return 0
+    if not res.hits:
+        print("no results")
+    for i, h in enumerate(res.hits, 1):
+        _print_hit(i, h)
+    print(f"({res.mode}, {res.retrieval_ms:.1f} ms)")
+    return 0
+
+
+def cmd_collections(args) -> int:
+    from .store import delete_collection, list_collections
+
+    settings = _settings(args)
+    if args.delete:
+        delete_collection(args.delete, settings.data_dir)
+        print(f"deleted collection '{args.delete}'")
+        return 0
+    cols = list_collections(settings.data_dir)
+    if args.json:
+        print(json.dumps(cols))
+        return 0
+    if not cols:
+        print(f"no collections in {settings.data_dir} (create one with `hybrid-rag ingest --collection NAME FILES...`)")
+    for c in cols:
+        print(f"{c['name']:<24} {c['documents']:>7} docs {c['chunks']:>8} chunks  {c['version']}  {c['embedder']}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .eval import evaluate, load_qrels, load_queries
+    from .retrieve import get_retriever
+
+    settings = _settings(args)
+    if args.fusion:
+        settings.retrieval.fusion = args.fusion
+    r = get_retriever(args.collection, settings=settings)
+    queries, qrels = load_queries(args.queries), load_qrels(args.qrels)
+    if args.limit:
+        queries = dict(list(queries.items())[: args.limit])
+
+    def progress(mode, i, n):
+        if not args.json and (i % 100 == 0 or i == n):
+            print(f"\r{mode}: {i}/{n}", end="", file=sys.stderr, flush=True)
+
+    modes = args.modes.split(",")
+    out = evaluate(r, queries, qrels, modes=modes, progress=progress)
+    print(file=sys.stderr)
+    print(f"{'mode':<8} {'nDCG@10':>8} {'R@10':>8} {'R@100':>8} {'MRR@10':>8} {'p50 ms':>8}")
+    for mode, m in out.items():
+        print(f"{mode:<8} {m['ndcg@10']:>8.4f} {m['recall@10']:>8.4f} {m['recall@100']:>8.4f} "
+              f"{m['mrr@10']:>8.4f} {m['p50_ms']:>8.1f}")
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hybrid-rag", description="Hybrid (FAISS + BM25) RAG over your documents.")
+    p.add_argument("--data-dir", help="data directory (default: $HYBRID_RAG_DATA, else data/ in the repo)")
+    p.add_argument("--config", help="settings file (default: configs/default.yaml)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("ingest", help="add files, folders or a BEIR corpus.jsonl(.gz) to a collection")
+    s.add_argument("--collection", "-c", required=True)
+    s.add_argument("--chunk-tokens", type=int, help="chunk size in embedder tokens (new collections only)")
+    s.add_argument("--overlap-tokens", type=int, help="chunk overlap in embedder tokens (new collections only)")
+    s.add_argument("--quiet", "-q", action="store_true")
+    s.add_argument("paths", nargs="+")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("search", help="search a collection")
+    s.add_argument("--collection", "-c", required=True)
+    s.add_argument("--mode", choices=["sparse", "dense", "hybrid"])
+    s.add_argument("--k", type=int, default=None)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("query")
+    s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("collections", help="list collections, or delete one")
+    s.add_argument("--delete", metavar="NAME")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_collections)
+
+    s = sub.add_parser("eval", help="evaluate retrieval on BEIR queries + qrels")
+    s.add_argument("--collection", "-c", required=True)
+    s.add_argument("--queries", required=True)
+    s.add_argument("--qrels", required=True)
+    s.add_argument("--modes", default="sparse,dense,hybrid")
+    s.add_argument("--fusion", choices=["convex", "rrf"])
+    s.add_argument("--limit", type=int, help="only the first N queries")
+    s.add_argument("--json", action="store_true", help="print the metrics as one JSON object on the last line")
+    s.set_defaults(func=cmd_eval)
+
+    try:
+        from . import cli_ask
+    except ImportError:
+        cli_ask = None
+    if cli_ask is not None:
+        s = sub.add_parser("ask", help="ask a question; the answer streams, then sources and metadata")
+        cli_ask.add_arguments(s)
+        s.set_defaults(func=cli_ask.run)
+
+    try:
+        from ui import serve as ui_serve
+    except ImportError:
+        ui_serve = None
+    if ui_serve is not None:
+        s = sub.add_parser("serve", help="serve the web app")
+        ui_serve.add_arguments(s)
+        s.set_defaults(func=ui_serve.run)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .config import ConfigError
+    from .store import CollectionError
+
+    try:
+        return args.func(args) or 0
+    except (ConfigError, CollectionError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

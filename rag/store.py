@@ -1,0 +1,507 @@
+"""Collections: a chunk table plus a dense and a sparse index, persisted as versioned directories.
+
+    <data_dir>/collections/<name>/
+        CURRENT            "v000042" -- swapped atomically (temp file, fsync, rename)
+        v000042/
+            manifest.json  format version, embedder, chunking, BM25 settings, counts, build info
+            chunks.sqlite  chunk text + metadata (row = position in both indexes), documents
+            vectors.npy    float32 embeddings (allow_pickle=False), the source for dense rebuilds
+            dense/         faiss.write_index + dense.json
+            sparse/        bm25s' own npy/json files + sparse.json
+        .lock              one writer per collection (fcntl)
+
+A writer builds the next version beside the current one and only then swaps ``CURRENT``; readers
+keep the version they opened, so a query never sees a half-built index and a crash mid-write
+leaves the previous version loadable. The last two versions are kept.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .dense import DenseIndex
+from .sparse import SparseIndex
+from .types import Chunk
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+KEEP_VERSIONS = 2
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_VERSION_RE = re.compile(r"^v(\d{6,})$")
+
+
+class CollectionError(RuntimeError):
+    pass
+
+
+class CollectionNotFound(CollectionError):
+    pass
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name.endswith((".", "..")):
+        raise CollectionError(
+            f"Invalid collection name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit.")
+    return name
+
+
+def collections_root(data_dir: str | Path) -> Path:
+    return Path(data_dir) / "collections"
+
+
+def list_collections(data_dir: str | Path) -> list[dict]:
+    """Name, version and counts of every collection that has a loadable version."""
+    root = collections_root(data_dir)
+    out = []
+    if not root.is_dir():
+        return out
+    for d in sorted(root.iterdir()):
+        cur = d / "CURRENT"
+        if not cur.is_file():
+            continue
+        try:
+            version = cur.read_text().strip()
+            manifest = json.loads((d / version / "manifest.json").read_text())
+        except (OSError, ValueError):
+            continue
+        out.append({"name": d.name, "version": version, "documents": manifest["counts"]["documents"],
+                    "chunks": manifest["counts"]["chunks"], "embedder": manifest["embedder"]["id"],
+                    "updated": manifest["build"]["time"]})
+    return out
+
+
+def delete_collection(name: str, data_dir: str | Path) -> None:
+    path = collections_root(data_dir) / validate_name(name)
+    if not path.is_dir():
+        raise CollectionNotFound(f"No collection named {name!r}: `hybrid-rag collections` lists them.")
+    with _writer_lock(path):
+        trash = path.with_name(f".deleted-{name}-{os.getpid()}-{time.time_ns()}")
+        os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    _CACHE.pop(str(path), None)
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+
+_CHUNK_COLS = "id, doc_id, source, text, start, end_, page, heading, title"
+
+
+def _row_to_chunk(r) -> Chunk:
+    return Chunk(id=r[0], doc_id=r[1], source=r[2], text=r[3], start=r[4], end=r[5],
+                 page=r[6], heading=r[7], title=r[8] or "")
+
+
+class Collection:
+    """One loaded, immutable version of a collection. Safe to share between threads."""
+
+    def __init__(self, name: str, path: Path, version: str):
+        self.name, self.path, self.version = name, path, version
+        vdir = path / version
+        self.vdir = vdir
+        self.manifest = json.loads((vdir / "manifest.json").read_text())
+        if self.manifest.get("format") != FORMAT:
+            raise CollectionError(
+                f"Collection {name!r} has format {self.manifest.get('format')}, this build reads {FORMAT}: "
+                "re-ingest it into a new collection.")
+        self.dense = DenseIndex.load(vdir / "dense")
+        self.sparse = SparseIndex.load(vdir / "sparse")
+        self._db_path = vdir / "chunks.sqlite"
+        self._local = threading.local()
+        n = self.manifest["counts"]["chunks"]
+        if not (self.dense.size == self.sparse.size == n):
+            raise CollectionError(
+                f"Collection {name!r} {version} is inconsistent (dense {self.dense.size}, sparse "
+                f"{self.sparse.size}, chunks {n}); delete it and ingest again.")
+
+    @property
+    def size(self) -> int:
+        return self.manifest["counts"]["chunks"]
+
+    @property
+    def embedder_id(self) -> str:
+        return self.manifest["embedder"]["id"]
+
+    def _db(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True, check_same_thread=False)
+            self._local.con = con
+        return con
+
+    def chunks(self, rows) -> list[Chunk]:
+        """Chunks at these index rows, in the given order."""
+        rows = [int(r) for r in rows]
+        if not rows:
+            return []
+        found = {}
+        db = self._db()
+        for i in range(0, len(rows), 900):
+            part = rows[i:i + 900]
+            q = f"SELECT row, {_CHUNK_COLS} FROM chunks WHERE row IN ({','.join('?' * len(part))})"
+            for r in db.execute(q, part):
+                found[r[0]] = _row_to_chunk(r[1:])
+        return [found[r] for r in rows]
+
+    def documents(self) -> list[dict]:
+        cur = self._db().execute(
+            "SELECT doc_id, source, title, sha256, n_chunks, bytes, format, added_at FROM docs ORDER BY source, doc_id")
+        keys = ["doc_id", "source", "title", "sha256", "chunks", "bytes", "format", "added_at"]
+        return [dict(zip(keys, r)) for r in cur]
+
+    def document_chunks(self, doc_id: str, limit: int = 1000) -> list[Chunk]:
+        cur = self._db().execute(
+            f"SELECT {_CHUNK_COLS} FROM chunks WHERE doc_id = ? ORDER BY row LIMIT ?", (doc_id, limit))
+        return [_row_to_chunk(r) for r in cur]
+
+    def row_doc_ids(self) -> list[str]:
+        return [r[0] for r in self._db().execute("SELECT doc_id FROM chunks ORDER BY row")]
+
+
+_CACHE: dict[str, Collection] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _current_version(path: Path) -> str:
+    try:
+        version = (path / "CURRENT").read_text().strip()
+    except FileNotFoundError:
+        raise CollectionNotFound(
+            f"No collection named {path.name!r} in {path.parent.parent}: create it with "
+            f"`hybrid-rag ingest --collection {path.name} FILES...`.") from None
+    if not _VERSION_RE.match(version):
+        raise CollectionError(f"{path}/CURRENT is damaged ({version!r}); delete the collection and ingest again.")
+    return version
+
+
+def open_collection(name: str, data_dir: str | Path) -> Collection:
+    """The current version of a collection; cached, and reloaded when a writer has swapped in a new one."""
+    path = collections_root(data_dir) / validate_name(name)
+    version = _current_version(path)
+    key = str(path)
+    with _CACHE_LOCK:
+        col = _CACHE.get(key)
+        if col is not None and col.version == version:
+            return col
+    col = Collection(name, path, version)
+    with _CACHE_LOCK:
+        _CACHE[key] = col
+    return col
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _writer_lock(path: Path, timeout: float = 600.0):
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise CollectionError(
+                        f"Collection {path.name!r} is being written by another ingest; try again when it finishes.")
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _fsync_path(p: Path) -> None:
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            _fsync_path(Path(dirpath) / f)
+        _fsync_path(Path(dirpath))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_path(path.parent)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    row INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, doc_id TEXT NOT NULL, source TEXT NOT NULL,
+    text TEXT NOT NULL, start INTEGER NOT NULL, end_ INTEGER NOT NULL, page INTEGER, heading TEXT, title TEXT);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+CREATE TABLE IF NOT EXISTS docs (
+    doc_id TEXT PRIMARY KEY, source TEXT NOT NULL, title TEXT, sha256 TEXT NOT NULL, n_chunks INTEGER NOT NULL,
+    bytes INTEGER, format TEXT, added_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS docs_hash ON docs(sha256);
+"""
+
+
+@dataclass
+class DocRecord:
+    doc_id: str
+    source: str
+    title: str
+    sha256: str
+    bytes: int = 0
+    format: str = ""
+
+
+class CollectionWriter:
+    """Stage additions and removals, then ``commit()`` them as a new version.
+
+    Use as a context manager: it holds the collection's writer lock until it exits.
+    ``index_text`` is applied to each chunk to get the text that BM25 and the embedder see.
+    """
+
+    def __init__(self, name: str, data_dir: str | Path, *, embedder_id: str | None, dim: int | None,
+                 chunking: dict, sparse_settings, dense_settings, index_title: bool = True):
+        self.name = validate_name(name)
+        self.path = collections_root(data_dir) / name
+        self.embedder_id, self.dim = embedder_id, dim  # None: take them from the existing collection
+        self.chunking, self.index_title = dict(chunking), index_title
+        self.sparse_settings, self.dense_settings = sparse_settings, dense_settings
+        self._lock_cm = None
+        self._removed: set[str] = set()
+        self._added: list[tuple[DocRecord, list[Chunk]]] = []
+        self._vectors: list[np.ndarray] = []
+        self.base_version: str | None = None
+        self._base_db: sqlite3.Connection | None = None
+
+    # -- context -----------------------------------------------------------------------------
+    def __enter__(self) -> "CollectionWriter":
+        self._lock_cm = _writer_lock(self.path)
+        self._lock_cm.__enter__()
+        try:
+            self.base_version = _current_version(self.path)
+        except CollectionNotFound:
+            self.base_version = None
+            if self.embedder_id is None or self.dim is None:
+                self._lock_cm.__exit__(None, None, None)
+                raise
+        if self.base_version:
+            manifest = json.loads((self.path / self.base_version / "manifest.json").read_text())
+            if self.embedder_id is None:
+                self.embedder_id, self.dim = manifest["embedder"]["id"], manifest["embedder"]["dim"]
+            if manifest["embedder"]["id"] != self.embedder_id:
+                raise CollectionError(
+                    f"Collection {self.name!r} was built with embedder {manifest['embedder']['id']!r}, but "
+                    f"{self.embedder_id!r} is configured: ingest into a new collection, or switch the embedder back.")
+            self.chunking = manifest["chunking"]  # a collection keeps the chunking it was created with
+            self.index_title = manifest.get("index_title", True)
+            self.dim = int(manifest["embedder"]["dim"])
+            self._base_db = sqlite3.connect(
+                f"file:{self.path / self.base_version / 'chunks.sqlite'}?mode=ro", uri=True)
+        return self
+
+    def __exit__(self, *exc):
+        if self._base_db is not None:
+            self._base_db.close()
+        self._lock_cm.__exit__(*exc)
+        return False
+
+    # -- lookups used for dedupe -------------------------------------------------------------
+    def existing_hash(self, doc_id: str) -> str | None:
+        for rec, _ in self._added:
+            if rec.doc_id == doc_id:
+                return rec.sha256
+        if self._base_db is None or doc_id in self._removed:
+            return None
+        r = self._base_db.execute("SELECT sha256 FROM docs WHERE doc_id = ?", (doc_id,)).fetchone()
+        return r[0] if r else None
+
+    def doc_with_hash(self, sha256: str) -> str | None:
+        for rec, _ in self._added:
+            if rec.sha256 == sha256:
+                return rec.doc_id
+        if self._base_db is None:
+            return None
+        for (doc_id,) in self._base_db.execute("SELECT doc_id FROM docs WHERE sha256 = ?", (sha256,)):
+            if doc_id not in self._removed:
+                return doc_id
+        return None
+
+    def has_document(self, doc_id: str) -> bool:
+        return self.existing_hash(doc_id) is not None
+
+    # -- staging -----------------------------------------------------------------------------
+    def index_text(self, chunk: Chunk) -> str:
+        if self.index_title and chunk.title and not chunk.text.startswith(chunk.title):
+            return f"{chunk.title}\n{chunk.text}"
+        return chunk.text
+
+    def remove(self, doc_id: str) -> None:
+        """Drop a document: from this batch if it was staged here, else from the base version."""
+        staged = [i for i, (r, _) in enumerate(self._added) if r.doc_id == doc_id]
+        for i in reversed(staged):
+            del self._added[i]
+            del self._vectors[i]
+        if not staged:
+            self._removed.add(doc_id)
+
+    def add(self, record: DocRecord, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        if len(chunks) != len(vectors):
+            raise ValueError("one vector per chunk is required")
+        if self.has_document(record.doc_id):
+            self.remove(record.doc_id)
+        self._added.append((record, chunks))
+        self._vectors.append(np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim))
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._added or self._removed)
+
+    # -- commit ------------------------------------------------------------------------------
+    def commit(self) -> str | None:
+        """Write the next version and swap it in. Returns its name (None when nothing changed)."""
+        if not self.pending and self.base_version is not None:
+            return None
+        n_next = int(self.base_version[1:]) + 1 if self.base_version else 1
+        version = f"v{n_next:06d}"
+        tmp = self.path / f".tmp-{version}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            self._build(tmp)
+            _fsync_tree(tmp)
+            final = self.path / version
+            shutil.rmtree(final, ignore_errors=True)  # a leftover of a crash after rename, before CURRENT
+            os.rename(tmp, final)
+            _fsync_path(self.path)
+            _write_atomic(self.path / "CURRENT", version + "\n")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._gc(version)
+        log.info("collection %s: committed %s", self.name, version)
+        return version
+
+    def _build(self, out: Path) -> None:
+        db_path = out / "chunks.sqlite"
+        removed_rows = np.zeros(0, dtype=np.int64)
+        base = self.path / self.base_version if self.base_version else None
+        if base is not None:
+            shutil.copyfile(base / "chunks.sqlite", db_path)
+        con = sqlite3.connect(db_path)
+        try:
+            con.executescript(_SCHEMA)
+            if self._removed:
+                ids = list(self._removed)
+                marks = ",".join("?" * len(ids))
+                removed_rows = np.array(
+                    [r[0] for r in con.execute(f"SELECT row FROM chunks WHERE doc_id IN ({marks})", ids)],
+                    dtype=np.int64)
+                con.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks})", ids)
+                con.execute(f"DELETE FROM docs WHERE doc_id IN ({marks})", ids)
+                if len(removed_rows):  # renumber rows to stay 0..n-1, in their old order
+                    con.execute("CREATE TEMP TABLE renum AS SELECT row AS old, "
+                                "ROW_NUMBER() OVER (ORDER BY row) - 1 AS new FROM chunks")
+                    con.execute("CREATE INDEX temp.renum_old ON renum(old)")
+                    con.execute("UPDATE chunks SET row = -1 - (SELECT new FROM renum WHERE old = chunks.row)")
+                    con.execute("UPDATE chunks SET row = -1 - row")
+            kept = con.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+            now = time.time()
+            row = kept
+            for rec, chunks in self._added:
+                con.execute("INSERT INTO docs VALUES (?,?,?,?,?,?,?,?)",
+                            (rec.doc_id, rec.source, rec.title, rec.sha256, len(chunks), rec.bytes, rec.format, now))
+                con.executemany(
+                    "INSERT INTO chunks VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    [(row + i, c.id, c.doc_id, c.source, c.text, c.start, c.end, c.page, c.heading, c.title)
+                     for i, c in enumerate(chunks)])
+                row += len(chunks)
+            con.commit()
+            n_docs = con.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
+            texts = (self.index_text(_row_to_chunk(r)) for r in
+                     con.execute(f"SELECT {_CHUNK_COLS} FROM chunks ORDER BY row"))
+            sparse_tokens = SparseIndex.from_settings(self.sparse_settings).tokenizer.many(texts)
+        finally:
+            con.close()
+        total = row
+
+        # vectors: kept rows of the old matrix, then the new ones
+        new_vecs = np.concatenate(self._vectors) if self._vectors else np.zeros((0, self.dim), np.float32)
+        old_vecs = np.load(base / "vectors.npy", allow_pickle=False) if base is not None else np.zeros((0, self.dim), np.float32)
+        if len(removed_rows):
+            old_vecs = np.delete(old_vecs, removed_rows, axis=0)
+        vectors = np.concatenate([old_vecs, new_vecs]) if len(new_vecs) else old_vecs
+        assert len(vectors) == total, (len(vectors), total)
+        np.save(out / "vectors.npy", vectors, allow_pickle=False)
+
+        # dense: grow the old index in place when nothing was removed and its kind still fits
+        dense = None
+        if base is not None and not len(removed_rows):
+            old = DenseIndex.load(base / "dense", use_gpu="never")
+            if old.kind == ("flat" if total <= old.exact_max else "hnsw"):
+                dense = old.add(new_vecs)
+        if dense is None:
+            dense = DenseIndex.from_settings(self.dim, self.dense_settings)
+            dense.use_gpu = "never"
+            dense.build(vectors)
+        dense.save(out / "dense")
+
+        sparse = SparseIndex.from_settings(self.sparse_settings).build_from_tokens(sparse_tokens)
+        sparse.save(out / "sparse")
+
+        manifest = {
+            "format": FORMAT,
+            "name": self.name,
+            "embedder": {"id": self.embedder_id, "dim": self.dim},
+            "chunking": self.chunking,
+            "index_title": self.index_title,
+            "sparse": sparse.params,
+            "dense": {"kind": dense.kind, "size": dense.size},
+            "counts": {"documents": n_docs, "chunks": total},
+            "build": {"time": time.time(), "python": platform.python_version(),
+                      "hybrid_rag": _package_version(), "base": self.base_version},
+        }
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+    def _gc(self, current: str) -> None:
+        versions = sorted(d.name for d in self.path.iterdir() if _VERSION_RE.match(d.name))
+        for old in versions[:-KEEP_VERSIONS]:
+            shutil.rmtree(self.path / old, ignore_errors=True)
+        for d in self.path.glob(".tmp-*"):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("hybrid-rag")
+    except Exception:
+        return "dev"
+
+
+__all__ = ["Collection", "CollectionWriter", "DocRecord", "CollectionError", "CollectionNotFound",
+           "open_collection", "list_collections", "delete_collection", "validate_name"]
