@@ -72,10 +72,11 @@ def iter_paths(paths: Iterable[str | Path]) -> Iterator[tuple[str, Path]]:
 class _Batch:
     """Accumulates chunks from many documents and embeds them in large batches."""
 
-    def __init__(self, writer: CollectionWriter, embedder):
-        self.writer, self.embedder = writer, embedder
+    def __init__(self, writer: CollectionWriter, embedder, on_flush: Callable[[int], None] = lambda n: None):
+        self.writer, self.embedder, self.on_flush = writer, embedder, on_flush
         self.pending: list[tuple[DocRecord, list[Chunk]]] = []
         self.n_chunks = 0
+        self.embedded = 0
 
     def add(self, record: DocRecord, chunks: list[Chunk]) -> None:
         self.pending.append((record, chunks))
@@ -92,7 +93,9 @@ class _Batch:
         for rec, chunks in self.pending:
             self.writer.add(rec, chunks, vecs[i:i + len(chunks)])
             i += len(chunks)
+        self.embedded += len(texts)
         self.pending, self.n_chunks = [], 0
+        self.on_flush(self.embedded)
 
 
 def ingest(collection: str, files: Iterable[tuple[str, bytes | Path]], *, settings, embedder,
@@ -111,42 +114,60 @@ def ingest(collection: str, files: Iterable[tuple[str, bytes | Path]], *, settin
         chunking=settings.chunking.model_dump(), sparse_settings=settings.sparse,
         dense_settings=settings.dense, index_title=settings.retrieval.index_title,
     ) as writer:
-        batch = _Batch(writer, embedder)
+        current = [0.0, ""]
+        batch = _Batch(writer, embedder, lambda n: report(current[0], f"{current[1]}: {n} chunks embedded"))
         chunk_cfg = writer.chunking
         for i, (name, src) in enumerate(files):
             display = display_name(name)
-            report(i / max(total, 1), f"{display} ({i + 1}/{total})")
-            try:
-                data = _read(src, limits.max_file_bytes, display)
-                if _extension(display) not in limits.allowed_types and not _is_beir(display):
-                    raise LoadError(
-                        f"{display}: file type '.{_extension(display) or '(none)'}' is not accepted. "
-                        f"Allowed: {', '.join('.' + t for t in limits.allowed_types)}.")
-                if is_archive(data, display):
-                    members = iter_archive(data, display, max_files=limits.max_files_per_upload,
-                                           max_total_bytes=limits.max_archive_bytes,
-                                           max_ratio=limits.max_archive_ratio)
-                    for member, payload in members:
-                        label = f"{display}/{member}"
-                        if isinstance(payload, LoadError):
-                            results.append(FileResult(label, "failed", error=str(payload)))
-                            continue
-                        results.append(_ingest_one(label, member, payload, writer, batch, chunk_cfg, embedder))
-                else:
-                    results.append(_ingest_one(display, display, data, writer, batch, chunk_cfg, embedder))
-            except LoadError as e:
-                results.append(FileResult(display, "failed", error=str(e)))
-            except MemoryError:
-                results.append(FileResult(display, "failed", error=f"{display}: too large to process in memory; split it into smaller files."))
-            except Exception as e:  # never let one file take the batch down
-                log.exception("ingest of %s failed", display)
-                results.append(FileResult(display, "failed", error=f"{display}: could not be ingested ({type(e).__name__}: {e})."))
+            current[:] = [i / max(total, 1), f"{display} ({i + 1}/{total})"]
+            report(*current)
+            results.extend(_ingest_file(display, src, limits, writer, batch, chunk_cfg, embedder))
         report(0.97, "embedding the last batch")
         batch.flush()
         report(0.98, "saving the collection")
         writer.commit()
     report(1.0, "done")
     return results
+
+
+def _guard(label: str, fn) -> FileResult:
+    """Run one file's ingest; any failure becomes that file's result, never the batch's."""
+    try:
+        return fn()
+    except LoadError as e:
+        return FileResult(label, "failed", error=str(e))
+    except MemoryError:
+        return FileResult(label, "failed", error=f"{label}: too large to process in memory; split it into smaller files.")
+    except Exception as e:  # never let one file take the batch down
+        log.exception("ingest of %s failed", label)
+        return FileResult(label, "failed", error=f"{label}: could not be ingested ({type(e).__name__}: {e}).")
+
+
+def _ingest_file(display, src, limits, writer, batch, chunk_cfg, embedder) -> list[FileResult]:
+    """One uploaded file: a document, a BEIR corpus, or a .zip whose members each get a result."""
+    try:
+        if _extension(display) not in limits.allowed_types and not _is_beir(display):
+            raise LoadError(
+                f"{display}: file type '.{_extension(display) or '(none)'}' is not accepted. "
+                f"Allowed: {', '.join('.' + t for t in limits.allowed_types)}.")
+        data = _read(src, limits.max_file_bytes, display)
+    except LoadError as e:
+        return [FileResult(display, "failed", error=str(e))]
+    if not is_archive(data, display):
+        return [_guard(display, lambda: _ingest_one(display, display, data, writer, batch, chunk_cfg, embedder))]
+    out: list[FileResult] = []
+    try:
+        members = iter_archive(data, display, max_files=limits.max_files_per_upload,
+                               max_total_bytes=limits.max_archive_bytes, max_ratio=limits.max_archive_ratio)
+        for member, payload in members:
+            label = f"{display}/{member}"
+            if isinstance(payload, LoadError):
+                out.append(FileResult(label, "failed", error=str(payload)))
+            else:
+                out.append(_guard(label, lambda: _ingest_one(label, member, payload, writer, batch, chunk_cfg, embedder)))
+    except LoadError as e:
+        out.append(FileResult(display, "failed", error=str(e)))
+    return out
 
 
 def display_name(name: str) -> str:

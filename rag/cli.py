@@ -11,6 +11,8 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def _settings(args):
@@ -61,7 +63,9 @@ def _print_hit(i, h):
     where = f" p.{c.page}" if c.page else (f" §{c.heading}" if c.heading else "")
     d = f"{h.dense_rank}" if h.dense_rank else "-"
     s = f"{h.sparse_rank}" if h.sparse_rank else "-"
-    print(f"[{i}] {h.score:.4f}  {c.source}{where}  (dense #{d}, sparse #{s})")
+    name = c.source if c.doc_id in (c.source, "") else f"{c.source} [{c.doc_id}]"
+    title = f" {c.title!r}" if c.title else ""
+    print(f"[{i}] {h.score:.4f}  {name}{where}{title}  (dense #{d}, sparse #{s})")
     snippet = " ".join(c.text.split())[:240]
     print(f"    {snippet}")
 

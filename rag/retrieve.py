@@ -73,10 +73,10 @@ class Retriever:
         mode = mode or s.mode
         if mode not in MODES:
             raise ValueError(f"Unknown retrieval mode {mode!r}: use one of {', '.join(MODES)}.")
-        k = int(k or s.k)
+        k = s.k if k is None else int(k)
         if not 1 <= k <= 1000:
             raise ValueError(f"k must be between 1 and 1000, got {k}.")
-        depth = max(int(depth or s.depth), k)
+        depth = max(s.depth if depth is None else int(depth), k)
         col = self.collection
         t0 = time.perf_counter()
         timings = {}

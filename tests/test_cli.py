@@ -1,0 +1,69 @@
+"""The CLI as a user runs it: the installed `hybrid-rag` console script in a subprocess."""
+import json
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def run(bin_, *args, data_dir, check=True):
+    p = subprocess.run([bin_, "--data-dir", str(data_dir), *args], capture_output=True, text=True, timeout=600)
+    if check:
+        assert p.returncode == 0, p.stderr + p.stdout
+    return p
+
+
+def test_ingest_search_eval_roundtrip(hybrid_rag_bin, data_dir, tmp_path):
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "gpus.md").write_text("# GPUs\n\nA GPU runs thousands of threads and speeds up matrix multiplication.\n")
+    (docs / "sub" / "bread.txt").write_text("Sourdough bread rises thanks to wild yeast in the starter.\n")
+    (docs / "sub" / "empty.txt").write_text("")
+    out = run(hybrid_rag_bin, "ingest", "--collection", "kb", str(docs), data_dir=data_dir).stdout
+    assert "2 of 3 files ingested" in out and "empty.txt" in out
+
+    res = json.loads(run(hybrid_rag_bin, "search", "--collection", "kb", "--json", "--k", "2",
+                         "what makes bread rise", data_dir=data_dir).stdout)
+    top = res["hits"][0]
+    assert top["doc_id"] == "sub/bread.txt" and top["source"] == "sub/bread.txt"
+    assert top["rank"] == 1 and top["dense_rank"] and top["sparse_rank"]
+    for mode in ("sparse", "dense"):
+        res = json.loads(run(hybrid_rag_bin, "search", "-c", "kb", "--mode", mode, "--json", "GPU threads",
+                             data_dir=data_dir).stdout)
+        assert res["mode"] == mode and res["hits"][0]["doc_id"] == "gpus.md"
+
+    listed = json.loads(run(hybrid_rag_bin, "collections", "--json", data_dir=data_dir).stdout)
+    assert listed[0]["name"] == "kb" and listed[0]["documents"] == 2
+
+    missing = run(hybrid_rag_bin, "search", "-c", "nope", "x", data_dir=data_dir, check=False)
+    assert missing.returncode == 2 and "hybrid-rag ingest" in missing.stderr
+
+    run(hybrid_rag_bin, "collections", "--delete", "kb", data_dir=data_dir)
+    assert json.loads(run(hybrid_rag_bin, "collections", "--json", data_dir=data_dir).stdout) == []
+
+
+def test_eval_prints_json_last_line(hybrid_rag_bin, data_dir, tmp_path):
+    import itertools
+    from pathlib import Path
+
+    sample = Path(__file__).parent / "data" / "scifact_sample"
+    # a small slice keeps this quick: the judged documents of 5 queries plus 20 others
+    qrels = [l.split("\t") for l in (sample / "qrels.tsv").read_text().splitlines()[1:]]
+    queries = [json.loads(l) for l in (sample / "queries.jsonl").read_text().splitlines()][:5]
+    keep_q = {q["_id"] for q in queries}
+    judged = {d for q, d, _ in qrels if q in keep_q}
+    docs = [json.loads(l) for l in (sample / "corpus.jsonl").read_text().splitlines()]
+    chosen = [d for d in docs if d["_id"] in judged] + list(itertools.islice((d for d in docs if d["_id"] not in judged), 20))
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in chosen))
+    (tmp_path / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        "\t".join(r) + "\n" for r in qrels if r[0] in keep_q))
+    run(hybrid_rag_bin, "ingest", "-c", "sf", str(tmp_path / "corpus.jsonl"), data_dir=data_dir)
+    out = run(hybrid_rag_bin, "eval", "-c", "sf", "--queries", str(tmp_path / "queries.jsonl"),
+              "--qrels", str(tmp_path / "qrels.tsv"), "--json", data_dir=data_dir).stdout
+    metrics = json.loads(out.strip().splitlines()[-1])
+    assert set(metrics) == {"sparse", "dense", "hybrid"}
+    for m in metrics.values():
+        assert set(m) >= {"ndcg@10", "recall@10", "recall@100", "mrr@10"}
+        assert 0.5 <= m["ndcg@10"] <= 1.0  # 25 documents: the judged ones should rank high
