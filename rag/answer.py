@@ -1,0 +1,362 @@
+"""The streamed answer: question + history + hits -> prompt within the model's budget -> events.
+
+One :func:`answer` serves the chat tab, the CLI and the compare tab::
+
+    for ev in answer(question, result.hits, query_vector=result.query_vector,
+                     retrieval_ms=result.retrieval_ms):
+        if isinstance(ev, Sources): show(ev.hits)          # exactly the chunks in the prompt, as [1]..[n]
+        elif isinstance(ev, Token): print(ev.text, end="")
+        elif isinstance(ev, Done): show(ev.meta)            # route, model, endpoint, timings, usage, ...
+
+Events, in order: one :class:`Sources`, any number of :class:`Token`, one :class:`Done`.
+``answer`` validates its arguments before returning the iterator (bad sampling values raise
+:class:`~rag.catalog.ParamsError` at the call). It raises :class:`NoModelAvailable` from the iterator
+when every endpoint in the chain failed, with each reason. It keeps no state between calls, so the
+compare tab can run several at once in threads.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from .catalog import ROUTES, Catalog, ModelSpec, SamplingParams, default_catalog, validate_params
+from .llm import (HEALTH, ChatClient, EmbeddedUnavailable, EndpointError, HealthCache, LLMError, NeedsKey,
+                  StreamBroken,
+                  make_client, probe, redact)
+from .router import Router, decide
+from .types import Hit
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = (
+    "You are a careful assistant that answers questions using the numbered sources provided with the "
+    "question. Cite every claim with the number of its source in square brackets, like [1] or [2][3], "
+    "right after the sentence it supports. Use only those numbers. If the sources do not contain the "
+    "answer, say so briefly instead of guessing."
+)
+EMBEDDED_WARNING = ("Answered by the small offline model (SmolLM2-135M) because no NIM endpoint was "
+                    "available: expect low quality and check the sources.")
+HISTORY_SHARE = 0.25          # of the prompt budget kept for conversation history when chunks compete for it
+SAFETY_TOKENS = 64            # margin for chat-template tokens the estimate misses
+CONDENSED_CHARS = 160         # per earlier question in the condensed-history note
+
+
+class NoModelAvailable(LLMError):
+    """Every endpoint in the fallback chain failed; ``fallbacks`` lists each reason."""
+
+    def __init__(self, fallbacks: list[dict]):
+        self.fallbacks = fallbacks
+        lines = "; ".join(f"{f['endpoint']} ({f['model']}): {f['reason']}" for f in fallbacks)
+        super().__init__(f"No model could answer. {lines}")
+
+
+class PromptTooLong(LLMError):
+    """The question alone does not fit the model's context."""
+
+
+@dataclass
+class Sources:
+    """The hits that went into the prompt, in order: ``hits[i]`` is source ``[i + 1]``."""
+
+    hits: list[Hit]
+
+
+@dataclass
+class Token:
+    text: str
+
+
+@dataclass
+class Done:
+    """End of the answer. ``meta`` keys: see :func:`answer`."""
+
+    meta: dict = field(default_factory=dict)
+
+
+Event = Sources | Token | Done
+
+
+# --- citations ----------------------------------------------------------------------------------------
+_CITE_RE = re.compile(r"\[(\s*\d+(?:\s*[-–,]\s*\d+)*\s*)\]")
+
+
+@dataclass
+class Citations:
+    """Citation numbers found in an answer: ``used`` maps n -> the hit shown as [n]; ``unknown`` lists
+    numbers outside 1..len(hits) (a model inventing a source)."""
+
+    used: dict[int, Hit]
+    unknown: list[int]
+
+
+def parse_citations(text: str, hits: list[Hit]) -> Citations:
+    """Find ``[n]``, ``[n, m]``, ``[n-m]`` and ``[n][m]`` in ``text`` and map them to ``hits`` (1-based)."""
+    nums: list[int] = []
+    for m in _CITE_RE.finditer(text):
+        for part in m.group(1).split(","):
+            part = part.strip()
+            rng = re.split(r"\s*[-–]\s*", part)
+            if len(rng) == 2 and rng[0].isdigit() and rng[1].isdigit():
+                a, b = int(rng[0]), int(rng[1])
+                if 0 < b - a < 50:
+                    nums.extend(range(a, b + 1))
+                    continue
+            if part.isdigit():
+                nums.append(int(part))
+    used, unknown = {}, []
+    for n in dict.fromkeys(nums):
+        if 1 <= n <= len(hits):
+            used[n] = hits[n - 1]
+        else:
+            unknown.append(n)
+    return Citations(used=used, unknown=unknown)
+
+
+# --- prompt -------------------------------------------------------------------------------------------
+def format_source(n: int, hit: Hit) -> str:
+    c = hit.chunk
+    where = [c.title or c.source]
+    if c.title and c.source and c.source != c.title:
+        where.append(c.source)
+    if c.page is not None:
+        where.append(f"page {c.page}")
+    if c.heading:
+        where.append(c.heading)
+    return f"[{n}] ({', '.join(where)})\n{c.text.strip()}"
+
+
+def _user_message(question: str, sources: list[str]) -> str:
+    if not sources:
+        return f"No sources were found for this question.\n\nQuestion: {question.strip()}"
+    return "Sources:\n\n" + "\n\n".join(sources) + f"\n\nQuestion: {question.strip()}"
+
+
+@dataclass
+class Prompt:
+    messages: list[dict]
+    hits: list[Hit]
+    prompt_tokens: int
+    budget: int
+    max_tokens: int
+    history: dict
+
+
+def build_prompt(question: str, hits: list[Hit], history: list[dict], client: ChatClient,
+                 params: SamplingParams) -> Prompt:
+    """Fit instructions, question, chunks and history into ``client.model.context`` by a token budget.
+
+    Budget = context - max_tokens - margin. The question and instructions always go in (else
+    :class:`PromptTooLong`); chunks are added in rank order; the newest history turns are kept whole while
+    they fit (chunks leave them at least ``HISTORY_SHARE`` of the budget); older turns are condensed into one
+    line listing the earlier questions, or dropped when even that does not fit. The counts are reported.
+    """
+    model = client.model
+    max_tokens = params.max_tokens or model.params.max_tokens or 1024
+    if model.max_output:
+        max_tokens = min(max_tokens, model.max_output)
+    max_tokens = min(max_tokens, model.context // 2)
+    budget = model.context - max_tokens - SAFETY_TOKENS
+    count = client.count_tokens
+
+    system = {"role": "system", "content": SYSTEM_PROMPT}
+    base = client.count_messages([system, {"role": "user", "content": _user_message(question, ["x"])}])
+    if base > budget:
+        raise PromptTooLong(f"The question is too long for {model.name}: about {base} tokens of "
+                            f"{budget} available. Shorten it or pick a model with a larger context.")
+    # history: newest turns first, whole
+    turns = [h for h in (history or []) if h.get("role") in ("user", "assistant") and str(h.get("content", "")).strip()]
+    hist_cost = [count(str(h["content"])) + 8 for h in turns]
+    reserve = min(sum(hist_cost), int(budget * HISTORY_SHARE))
+    # chunks, in rank order
+    used = base
+    sent_hits, sources = [], []
+    for hit in hits:
+        s = format_source(len(sent_hits) + 1, hit)
+        cost = count(s) + 2
+        if used + cost > budget - reserve:
+            break
+        sent_hits.append(hit)
+        sources.append(s)
+        used += cost
+    kept: list[dict] = []
+    for h, c in zip(reversed(turns), reversed(hist_cost)):
+        if used + c > budget:
+            break
+        kept.insert(0, {"role": h["role"], "content": str(h["content"])})
+        used += c
+    older = turns[: len(turns) - len(kept)]
+    condensed = 0
+    if older:
+        qs = [str(h["content"]).strip().replace("\n", " ")[:CONDENSED_CHARS] for h in older if h["role"] == "user"]
+        while qs:
+            note = "Earlier in this conversation the user asked: " + " | ".join(qs)
+            c = count(note) + 2
+            if used + c <= budget:
+                system = {"role": "system", "content": SYSTEM_PROMPT + "\n\n" + note}
+                used += c
+                condensed = len(older)
+                break
+            qs = qs[1:]  # drop the oldest question first
+    if kept and kept[0]["role"] == "assistant":
+        kept = kept[1:]  # a conversation resumes with a user turn
+    messages = [system, *kept, {"role": "user", "content": _user_message(question, sources)}]
+    total = client.count_messages(messages)
+    if total > budget:  # the per-piece sums should prevent this; never send an overflowing prompt
+        raise PromptTooLong(f"Prompt of {total} tokens exceeds the {budget}-token budget of {model.name}.")
+    return Prompt(messages=messages, hits=sent_hits, prompt_tokens=total, budget=budget, max_tokens=max_tokens,
+                  history={"turns": len(turns), "kept": len(kept), "condensed": condensed,
+                           "dropped": len(turns) - len(kept) - condensed})
+
+
+# --- the chain ----------------------------------------------------------------------------------------
+def _candidates(catalog: Catalog, model: ModelSpec, mode: str) -> list[tuple[ModelSpec, str]]:
+    """(model, endpoint) pairs to try: the chosen model on its endpoints in fallback order; in auto or route
+    mode also the other routed models; then the embedded model."""
+    out = [(model, ep) for ep in catalog.endpoints_for(model) if catalog.endpoint(ep).kind != "embedded"]
+    if mode != "model":
+        for r in ROUTES:
+            other = catalog.model_for_route(r)
+            if other.id != model.id and not any(o.id == other.id for o, _ in out):
+                out += [(other, ep) for ep in catalog.endpoints_for(other) if catalog.endpoint(ep).kind != "embedded"]
+    emb = catalog.embedded_model()
+    out += [(emb, ep) for ep in emb.serves]
+    return out
+
+
+def answer(question: str, hits: list[Hit], *, history: list[dict] | None = None, route: str = "auto",
+           model: str | None = None, params: dict | SamplingParams | None = None,
+           query_vector: np.ndarray | None = None, retrieval_ms: float | None = None,
+           catalog: Catalog | None = None, router: Router | None = None,
+           health: HealthCache | None = None) -> Iterator[Event]:
+    """Answer ``question`` from ``hits``, streaming events (see the module docstring).
+
+    Args:
+        question: the user's question (non-empty).
+        hits: retrieved chunks, best first; those that fit the model's context are sent as [1]..[n].
+        history: earlier turns, ``[{"role": "user"|"assistant", "content": str}, ...]``, oldest first.
+        route: ``auto`` (the router picks), or ``speed`` | ``quality`` | ``openusd``.
+        model: a catalog model id or alias; overrides ``route``.
+        params: sampling overrides (temperature, top_p, max_tokens, stop, seed, frequency_penalty,
+            presence_penalty) on top of the model's defaults; validated here.
+        query_vector: the query embedding dense retrieval computed (the router reuses it).
+        retrieval_ms: reported back in the metadata.
+        catalog, router, health: defaults are the process-wide ones from configs/.
+
+    ``Done.meta``: route, reason, mode, model, model_name, api_model, endpoint {name, kind, base_url},
+    fallbacks [{endpoint, model, reason}], embedded, warning, retrieval_ms, ttft_ms, total_ms,
+    tokens_per_s, prompt_tokens, completion_tokens, usage_source, sources (chunk ids), chunks_dropped,
+    history {turns, kept, condensed, dropped}, params, finish_reason, partial, error.
+    """
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("The question is empty: type a question.")
+    if route != "auto" and route not in ROUTES:
+        raise ValueError(f"Unknown route {route!r}: use auto, {', '.join(ROUTES)}.")
+    user_params = validate_params(params)
+    catalog = catalog or default_catalog()
+    if model:
+        catalog.get_model(model)  # UnknownModelError now, not mid-stream
+    for h in history or []:
+        if not isinstance(h, dict) or h.get("role") not in ("user", "assistant", "system") or "content" not in h:
+            raise ValueError("history must be a list of {'role': 'user'|'assistant', 'content': str} dicts.")
+    return _run(question, list(hits), list(history or []), route, model, user_params, query_vector,
+                retrieval_ms, catalog, router, health or HEALTH)
+
+
+def _run(question, hits, history, route, model, user_params, query_vector, retrieval_ms, catalog, router,
+         health) -> Iterator[Event]:
+    t0 = time.perf_counter()
+    decision = decide(question, catalog=catalog, route=route, model=model, query_vector=query_vector,
+                      router=router)
+    chosen = catalog.get_model(decision.model)
+    secrets = catalog.secrets()
+    fallbacks: list[dict] = []
+
+    for spec, ep_name in _candidates(catalog, chosen, decision.mode):
+        ep = catalog.endpoint(ep_name)
+        missing = catalog.key_missing(ep)
+        if missing:
+            fallbacks.append({"endpoint": ep_name, "model": spec.id, "reason": f"{missing} is not set"})
+            continue
+        base_url = ep.resolved_base_url(catalog.environ)
+        was_cached = health.get(ep, base_url) is not None
+        ok, why, served = probe(ep, catalog, health)
+        if not ok:
+            fallbacks.append({"endpoint": ep_name, "model": spec.id,
+                              "reason": f"down: {why}" + (" (cached)" if was_cached else "")})
+            continue
+        api_model = spec.serves[ep_name]
+        model_state = health.get(ep, base_url, api_model)
+        if model_state is not None and not model_state[0]:
+            fallbacks.append({"endpoint": ep_name, "model": spec.id, "reason": f"failed recently (cached): {model_state[1]}"})
+            continue
+        if ep.kind == "local_nim" and served and api_model not in served:
+            fallbacks.append({"endpoint": ep_name, "model": spec.id,
+                              "reason": f"serves {', '.join(sorted(served))}, not {api_model}"})
+            continue
+        client = make_client(catalog, ep_name, spec)
+        params = spec.params.merged(user_params)
+        try:
+            prompt = build_prompt(question, hits, history, client, params)
+            params = params.merged(SamplingParams(max_tokens=prompt.max_tokens))
+            stream = client.open(prompt.messages, params)
+        except NeedsKey as e:
+            fallbacks.append({"endpoint": ep_name, "model": spec.id, "reason": redact(str(e), secrets)})
+            continue
+        except (LLMError, EmbeddedUnavailable) as e:
+            reason = redact(str(e), secrets)
+            if isinstance(e, EndpointError) and ep.kind != "embedded":
+                # no HTTP status: the endpoint itself is unreachable; with one: only this model failed
+                health.set(ep, base_url, False, reason, model=api_model if e.status else None)
+            fallbacks.append({"endpoint": ep_name, "model": spec.id, "reason": reason})
+            continue
+        for r in stream.retry_reasons:
+            fallbacks.append({"endpoint": ep_name, "model": spec.id, "reason": f"retried: {redact(r, secrets)}"})
+
+        yield Sources(list(prompt.hits))
+        t_first = None
+        n_pieces = 0
+        error = None
+        try:
+            for piece in stream:
+                if t_first is None:
+                    t_first = time.perf_counter()
+                n_pieces += 1
+                yield Token(piece)
+        except StreamBroken as e:
+            error = redact(str(e), secrets)
+        t_end = time.perf_counter()
+        completion = stream.completion_tokens if stream.completion_tokens is not None else n_pieces
+        gen_s = (t_end - t_first) if t_first else 0.0
+        meta = {
+            "route": decision.route, "reason": decision.reason, "mode": decision.mode,
+            "route_scores": decision.scores,
+            "model": spec.id, "model_name": spec.name, "api_model": api_model,
+            "endpoint": ep.describe(catalog.environ), "fallbacks": fallbacks,
+            "embedded": ep.kind == "embedded", "warning": EMBEDDED_WARNING if ep.kind == "embedded" else None,
+            "attempts": stream.attempts,
+            "retrieval_ms": retrieval_ms,
+            "ttft_ms": round((t_first - t0) * 1000, 2) if t_first else None,
+            "total_ms": round((t_end - t0) * 1000, 2),
+            "tokens_per_s": round((completion - 1) / gen_s, 2) if gen_s > 0 and completion > 1 else None,
+            "prompt_tokens": stream.prompt_tokens if stream.prompt_tokens is not None else prompt.prompt_tokens,
+            "completion_tokens": completion,
+            "usage_source": stream.usage_source,
+            "sources": [h.chunk.id for h in prompt.hits],
+            "chunks_dropped": len(hits) - len(prompt.hits),
+            "history": prompt.history,
+            "params": params.request_fields(),
+            "finish_reason": stream.finish_reason,
+            "partial": error is not None, "error": error,
+        }
+        yield Done(meta)
+        return
+    raise NoModelAvailable(fallbacks)
+
+
+__all__ = ["answer", "Sources", "Token", "Done", "Event", "Citations", "parse_citations", "build_prompt",
+           "NoModelAvailable", "PromptTooLong", "SYSTEM_PROMPT", "EMBEDDED_WARNING"]

