@@ -140,6 +140,12 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from bench.__main__ import main as bench_main
+
+    return bench_main(args.bench_args) or 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hybrid-rag", description="Hybrid (FAISS + BM25) RAG over your documents.")
     p.add_argument("--data-dir", help="data directory (default: $HYBRID_RAG_DATA, else data/ in the repo)")
@@ -186,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser("ask", help="ask a question; the answer streams, then sources and metadata")
         cli_ask.add_arguments(s)
         s.set_defaults(func=cli_ask.run)
+
+    s = sub.add_parser("bench", help="run the benchmarks (same as python -m bench); --help for options",
+                       add_help=False)
+    s.add_argument("bench_args", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_bench)
 
     try:
         from ui import serve as ui_serve

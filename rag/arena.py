@@ -1,0 +1,249 @@
+"""Model arena: votes from side-by-side comparisons, stored in SQLite, and a leaderboard.
+
+A vote records the models shown (in column order A, B, C, D) and the outcome:
+
+- ``"A"`` .. ``"D"``: that column was best. For the pairwise statistics it beat every other column.
+- ``"tie"``: all columns equally good; every pair counts as a tie.
+- ``"bad"``: all columns bad; every pair counts as a tie (as in Chatbot Arena), and it is counted
+  separately so the leaderboard can show it.
+
+The leaderboard gives, per model, battles, wins, ties, losses, the win rate (ties count half) and a
+Bradley-Terry score on the Elo scale (1000 = average, +400 = 10:1 odds) with a bootstrap confidence
+interval over votes. Everything is plain numpy; the fit is a regularised Newton solve on the
+aggregated pairwise counts, so a bootstrap of a few hundred resamples takes milliseconds.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+OUTCOMES = ("A", "B", "C", "D", "tie", "bad")
+LABELS = "ABCD"
+ELO_BASE = 1000.0
+ELO_SCALE = 400.0 / math.log(10.0)
+DB_NAME = "arena.sqlite"
+PRIOR_L2 = 0.5          # Bradley-Terry prior: one vote moves two models about ±90 Elo, not ±340
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS votes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    models TEXT NOT NULL,        -- JSON list of catalog ids, in column order A, B, ...
+    outcome TEXT NOT NULL,       -- A | B | C | D | tie | bad
+    blind INTEGER NOT NULL,
+    question TEXT NOT NULL DEFAULT '',
+    collection TEXT NOT NULL DEFAULT '',
+    meta TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+
+class ArenaError(ValueError):
+    pass
+
+
+@dataclass
+class Vote:
+    id: int
+    ts: float
+    models: list[str]
+    outcome: str
+    blind: bool
+    question: str = ""
+    collection: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+def arena_path(data_dir: str | Path) -> Path:
+    return Path(data_dir) / DB_NAME
+
+
+def validate_vote(models: list[str], outcome: str) -> None:
+    if not 2 <= len(models) <= len(LABELS):
+        raise ArenaError(f"A vote needs 2 to {len(LABELS)} models, got {len(models)}.")
+    if len(set(models)) != len(models):
+        raise ArenaError("A vote compares different models; the same model appears twice.")
+    if outcome not in OUTCOMES:
+        raise ArenaError(f"Unknown outcome {outcome!r}: use one of {', '.join(OUTCOMES)}.")
+    if outcome in LABELS and LABELS.index(outcome) >= len(models):
+        raise ArenaError(f"Outcome {outcome!r} names a column that was not shown ({len(models)} models).")
+
+
+class Arena:
+    """The vote store: one SQLite file (``<data_dir>/arena.sqlite``), safe to share between threads."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        with self._connect() as con:
+            con.executescript(_SCHEMA)
+
+    @classmethod
+    def for_data_dir(cls, data_dir: str | Path) -> "Arena":
+        return cls(arena_path(data_dir))
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=10)
+        con.execute("PRAGMA journal_mode=WAL")
+        return con
+
+    def record_vote(self, models: list[str], outcome: str, *, blind: bool = True, question: str = "",
+                    collection: str = "", meta: dict | None = None) -> int:
+        """Store one vote; returns its id."""
+        models = [str(m) for m in models]
+        validate_vote(models, outcome)
+        with self._lock, self._connect() as con:
+            cur = con.execute(
+                "INSERT INTO votes (ts, models, outcome, blind, question, collection, meta) VALUES (?,?,?,?,?,?,?)",
+                (time.time(), json.dumps(models), outcome, int(bool(blind)), str(question)[:4000],
+                 str(collection)[:200], json.dumps(meta or {}, default=str)))
+            return int(cur.lastrowid)
+
+    def votes(self) -> list[Vote]:
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT id, ts, models, outcome, blind, question, collection, meta FROM votes ORDER BY id").fetchall()
+        return [Vote(r[0], r[1], json.loads(r[2]), r[3], bool(r[4]), r[5], r[6], json.loads(r[7] or "{}"))
+                for r in rows]
+
+    def count(self) -> int:
+        with self._connect() as con:
+            return int(con.execute("SELECT COUNT(*) FROM votes").fetchone()[0])
+
+    def leaderboard(self, *, bootstrap: int = 200, seed: int = 0) -> list[dict]:
+        return leaderboard(self.votes(), bootstrap=bootstrap, seed=seed)
+
+
+# ------------------------------------------------------------------------------------------------
+# statistics
+# ------------------------------------------------------------------------------------------------
+
+def pairwise(vote: Vote | tuple[list[str], str]) -> list[tuple[str, str, float]]:
+    """The pairwise battles in one vote: ``(model_a, model_b, score_of_a)`` with 1 win, 0.5 tie, 0 loss."""
+    models, outcome = (vote.models, vote.outcome) if isinstance(vote, Vote) else vote
+    if outcome in ("tie", "bad"):
+        return [(models[i], models[j], 0.5) for i in range(len(models)) for j in range(i + 1, len(models))]
+    w = models[LABELS.index(outcome)]
+    return [(w, m, 1.0) for m in models if m != w]
+
+
+def _aggregate(votes: list[Vote], index: dict[str, int], weights: np.ndarray | None = None):
+    """Per-vote-weighted matrices: wins[i, j] = score of i against j, games[i, j] = battles of i and j."""
+    n = len(index)
+    wins = np.zeros((n, n))
+    games = np.zeros((n, n))
+    for v, vote in enumerate(votes):
+        w = 1.0 if weights is None else weights[v]
+        if w == 0:
+            continue
+        for a, b, s in pairwise(vote):
+            i, j = index[a], index[b]
+            wins[i, j] += w * s
+            wins[j, i] += w * (1 - s)
+            games[i, j] += w
+            games[j, i] += w
+    return wins, games
+
+
+def bradley_terry(wins: np.ndarray, games: np.ndarray, *, l2: float = PRIOR_L2, iters: int = 50) -> np.ndarray:
+    """Bradley-Terry log-strengths (mean 0) from pairwise counts, ties counted as half a win each way.
+
+    Maximises ``sum_ij wins_ij * log sigmoid(t_i - t_j) - l2/2 |t|^2`` by Newton's method. The L2 term is a
+    Gaussian prior (sd ``1/sqrt(l2)`` in log-odds) that keeps a model that won every battle finite and keeps
+    a handful of votes from producing extreme scores; with many votes it washes out.
+    """
+    n = len(wins)
+    theta = np.zeros(n)
+    if n == 0:
+        return theta
+    for _ in range(iters):
+        d = theta[:, None] - theta[None, :]
+        p = 1.0 / (1.0 + np.exp(-d))  # P(i beats j)
+        grad = (wins - games * p).sum(axis=1) - l2 * theta
+        w = games * p * (1 - p)
+        hess = -np.diag(w.sum(axis=1)) + w - l2 * np.eye(n)
+        step = np.linalg.lstsq(hess, grad, rcond=None)[0]  # l2 = 0: singular along (1, .., 1); take min-norm
+        theta = theta - step
+        if np.max(np.abs(step)) < 1e-9:
+            break
+    return theta - theta.mean()
+
+
+def to_elo(theta: np.ndarray) -> np.ndarray:
+    return ELO_BASE + ELO_SCALE * np.asarray(theta)
+
+
+def leaderboard(votes: list[Vote], *, bootstrap: int = 200, seed: int = 0, ci: float = 0.95) -> list[dict]:
+    """One row per model, best first: battles, wins, ties, losses, both_bad, win_rate, score, ci_low, ci_high."""
+    models = sorted({m for v in votes for m in v.models})
+    if not models:
+        return []
+    index = {m: i for i, m in enumerate(models)}
+    wins, games = _aggregate(votes, index)
+    score = to_elo(bradley_terry(wins, games))
+    lo = hi = np.full(len(models), np.nan)
+    if bootstrap and len(votes) > 1:
+        rng = np.random.default_rng(seed)
+        samples = np.empty((bootstrap, len(models)))
+        for b in range(bootstrap):
+            weights = np.bincount(rng.integers(0, len(votes), len(votes)), minlength=len(votes)).astype(float)
+            bw, bg = _aggregate(votes, index, weights)
+            samples[b] = to_elo(bradley_terry(bw, bg))
+        alpha = (1 - ci) / 2 * 100
+        lo, hi = np.percentile(samples, [alpha, 100 - alpha], axis=0)
+
+    stats = {m: {"battles": 0, "wins": 0, "ties": 0, "losses": 0, "both_bad": 0} for m in models}
+    for vote in votes:
+        if vote.outcome == "bad":
+            for m in vote.models:
+                stats[m]["both_bad"] += 1
+        for a, b, s in pairwise(vote):
+            for m, r in ((a, s), (b, 1 - s)):
+                st = stats[m]
+                st["battles"] += 1
+                st["wins" if r == 1 else "losses" if r == 0 else "ties"] += 1
+    rows = []
+    for m in models:
+        st = stats[m]
+        i = index[m]
+        rows.append({
+            "model": m, **st,
+            "win_rate": (st["wins"] + 0.5 * st["ties"]) / st["battles"] if st["battles"] else float("nan"),
+            "score": float(score[i]),
+            "ci_low": float(lo[i]), "ci_high": float(hi[i]),
+        })
+    rows.sort(key=lambda r: (-r["score"], r["model"]))
+    for rank, r in enumerate(rows, 1):
+        r["rank"] = rank
+    return rows
+
+
+CSV_COLUMNS = ["rank", "model", "score", "ci_low", "ci_high", "win_rate", "battles", "wins", "ties", "losses",
+               "both_bad"]
+
+
+def leaderboard_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        out = dict(r)
+        for key in ("score", "ci_low", "ci_high"):
+            out[key] = "" if math.isnan(r[key]) else f"{r[key]:.1f}"
+        out["win_rate"] = "" if math.isnan(r["win_rate"]) else f"{r['win_rate']:.4f}"
+        w.writerow(out)
+    return buf.getvalue()
+
+
+__all__ = ["Arena", "ArenaError", "Vote", "OUTCOMES", "LABELS", "arena_path", "pairwise", "bradley_terry",
+           "leaderboard", "leaderboard_csv", "to_elo"]

@@ -1,0 +1,325 @@
+"""The tab handlers, driven directly (no browser): real collections and embedder, a scripted answer()."""
+import io
+import zipfile
+
+import pytest
+
+from rag.answer import Done, Sources, Token
+from ui import auth, chat, compare, documents
+from ui.backend import Backend
+
+PW = "pw-for-tests"
+
+
+class ScriptedAnswer:
+    """Stands in for rag.answer.answer (same signature and events); records calls and closes."""
+
+    def __init__(self, tokens=("Cats sleep ", "a lot ", "[1]."), meta=None):
+        self.tokens, self.meta = tokens, meta or {}
+        self.calls, self.closed = [], 0
+
+    def __call__(self, question, hits, **kw):
+        self.calls.append({"question": question, "hits": hits, **kw})
+        return self._gen(hits, kw)
+
+    def _gen(self, hits, kw):
+        try:
+            yield Sources(list(hits[:2]))
+            for t in self.tokens:
+                yield Token(t)
+            model = kw.get("model") or "fake/model"
+            yield Done({"route": kw.get("route"), "reason": "scripted", "model": model, "model_name": model,
+                        "endpoint": {"name": "fake", "kind": "local_nim"}, "fallbacks": [], "embedded": False,
+                        "ttft_ms": 5.0, "tokens_per_s": 100.0, "completion_tokens": len(self.tokens),
+                        **self.meta})
+        finally:
+            self.closed += 1
+
+
+@pytest.fixture(autouse=True)
+def _admin(monkeypatch):
+    monkeypatch.setenv("HYBRID_RAG_ADMIN_PASSWORD", PW)
+    auth.reset_throttle()
+    yield
+    auth.reset_throttle()
+
+
+@pytest.fixture
+def fake_answer():
+    return ScriptedAnswer()
+
+
+@pytest.fixture
+def backend(settings, embedder, fake_answer):
+    return Backend(settings, answer_fn=fake_answer, embedder=embedder)
+
+
+@pytest.fixture
+def kb(backend):
+    backend.ingest("kb", [("cats.md", b"# Cats\n\nCats sleep sixteen hours a day."),
+                          ("dogs.txt", b"Dogs like long walks in the park.")])
+    return "kb"
+
+
+def _no_progress(*a, **k):
+    pass
+
+
+def _run_chat(backend, question, chat_value=None, history=None, collection="kb", route="route:auto"):
+    return list(chat.respond(backend, question, chat_value or [], history or [], collection, "hybrid", 4, route,
+                             0.2, 64))
+
+
+def test_chat_streams_an_answer_with_numbered_sources(backend, kb, fake_answer):
+    outs = _run_chat(backend, "How long do cats sleep?")
+    chat_value, history, sources, meta, box = outs[-1]
+    assert chat_value[-1]["role"] == "assistant" and "[1]" in chat_value[-1]["content"]
+    assert "cats.md" in sources and "[1]" in sources and "cited" in sources
+    assert "fake/model" in meta and "scripted" in meta and "100.0" in meta
+    assert history == [{"role": "user", "content": "How long do cats sleep?"},
+                       {"role": "assistant", "content": "Cats sleep a lot [1]."}]
+    call = fake_answer.calls[0]
+    assert call["query_vector"] is not None and call["retrieval_ms"] > 0
+    assert call["params"] == {"temperature": 0.2, "max_tokens": 64}
+    assert len(outs) > 3  # searching, generating, tokens…, final
+
+
+def test_chat_is_multi_turn(backend, kb, fake_answer):
+    chat_value, history, *_ = _run_chat(backend, "first?")[-1]
+    _run_chat(backend, "second?", chat_value, history)
+    assert [m["content"] for m in fake_answer.calls[1]["history"]] == ["first?", "Cats sleep a lot [1]."]
+
+
+def test_route_and_model_override(backend, kb, fake_answer):
+    _run_chat(backend, "q", route="route:quality")
+    _run_chat(backend, "q", route="model:smollm2-135m-instruct")
+    assert (fake_answer.calls[0]["route"], fake_answer.calls[0]["model"]) == ("quality", None)
+    assert (fake_answer.calls[1]["route"], fake_answer.calls[1]["model"]) == ("auto", "smollm2-135m-instruct")
+
+
+def test_stopping_closes_the_model_stream(backend, kb, fake_answer):
+    fake_answer.tokens = tuple(f"t{i} " for i in range(100))
+    gen = chat.respond(backend, "q", [], [], "kb", "hybrid", 4, "route:auto", 0.2, 64)
+    for _ in range(4):
+        next(gen)
+    gen.close()  # what Gradio does when Stop cancels the event
+    assert fake_answer.closed == 1
+
+
+def test_chat_without_a_collection_or_question(backend):
+    chat_value, *_ = _run_chat(backend, "q", collection=None)[-1]
+    assert "Documents" in chat_value[-1]["content"]
+    assert _run_chat(backend, "   ")[-1][0] == []
+
+
+def test_chat_reports_a_failing_model_without_crashing(backend, kb):
+    def broken(question, hits, **kw):
+        yield Sources(hits)
+        raise RuntimeError("No model could answer. local: down")
+
+    backend._answer_fn = broken
+    chat_value, _h, _s, meta, _b = _run_chat(backend, "q")[-1]
+    assert "No model could answer" in meta
+
+
+def test_embedded_answers_are_flagged(backend, kb, fake_answer):
+    fake_answer.meta = {"embedded": True, "warning": "small offline model"}
+    chat_value, _h, _s, meta, _b = _run_chat(backend, "q")[-1]
+    assert "small offline model" in meta and "embedded offline model" in chat_value[-1]["content"]
+
+
+def test_model_output_is_escaped_in_the_chat(backend, kb, fake_answer):
+    fake_answer.tokens = ("<script>alert(1)</script>",)
+    chat_value, *_ = _run_chat(backend, "q <img src=x onerror=alert(1)>")[-1]
+    assert "<script" not in chat_value[-1]["content"] and "<img" not in chat_value[-2]["content"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# documents
+# ---------------------------------------------------------------------------------------------------
+
+def _files(tmp_path, **named):
+    out = []
+    for name, data in named.items():
+        p = tmp_path / name.replace("__", ".")
+        p.write_bytes(data)
+        out.append(str(p))
+    return out
+
+
+def test_upload_needs_the_admin_password(backend, kb, tmp_path):
+    files = _files(tmp_path, new__md=b"# New\n\nSomething new.")
+    for user, pw in [("admin", ""), ("admin", "wrong"), ("someone", PW)]:
+        auth.reset_throttle()
+        msg, *_ = documents.upload(backend, files, user, pw, "kb", progress=_no_progress)
+        assert "not allowed to upload files" in msg or "can upload files: sign in" in msg
+    assert [d["source"] for d in backend.open("kb").documents()] == ["cats.md", "dogs.txt"]
+
+
+def test_upload_reports_each_file(backend, kb, tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("a.md", "# A\n\nAlpha text.")
+        z.writestr("b.txt", "Beta text.")
+    files = _files(tmp_path, new__md=b"# New\n\nSomething new.", again__md=b"# Cats\n\nCats sleep sixteen hours a day.",
+                   bad__exe=b"MZ\x00\x00", pack__zip=buf.getvalue())
+    msg, results, docs, doc_dd, summary, cleared = documents.upload(backend, files, "admin", PW, "kb",
+                                                                     progress=_no_progress)
+    by_name = {r[0]: r for r in results}
+    assert by_name["new.md"][1] == "added" and by_name["new.md"][2] >= 1
+    assert by_name["again.md"][1].startswith("skipped: duplicate")
+    assert by_name["bad.exe"][1] == "failed" and "not accepted" in by_name["bad.exe"][3]
+    assert by_name["pack.zip/a.md"][1] == "added" and by_name["pack.zip/b.txt"][1] == "added"
+    assert "failed" in msg and cleared is None
+    assert {"new.md", "pack.zip/a.md"} <= {row[0] for row in docs}
+
+
+def test_upload_limits_give_clear_messages(backend, kb, tmp_path):
+    backend.settings.limits.max_files_per_upload = 2
+    files = _files(tmp_path, a__md=b"a", b__md=b"b", c__md=b"c")
+    msg, *_ = documents.upload(backend, files, "admin", PW, "kb", progress=_no_progress)
+    assert "at most 2" in msg and "max_files_per_upload" in msg
+    backend.settings.limits.max_files_per_upload = 200
+    backend.settings.limits.max_file_bytes = 10
+    msg, results, *_ = documents.upload(backend, _files(tmp_path, big__md=b"x" * 100), "admin", PW, "kb",
+                                        progress=_no_progress)
+    assert results[0][1] == "failed" and "limit" in results[0][3]
+
+
+def test_collections_and_documents_admin_actions(backend, kb):
+    msg, *_ = documents.create_collection(backend, "admin", "", "fresh")
+    assert "sign in" in msg and "fresh" not in backend.collection_names()
+    msg, dd, *_ = documents.create_collection(backend, "admin", PW, "fresh")
+    assert "Created" in msg and "fresh" in backend.collection_names() and dd["value"] == "fresh"
+    msg, *_ = documents.create_collection(backend, "admin", PW, "../evil")
+    assert "Invalid collection name" in msg
+
+    msg, *_ = documents.delete_document(backend, "admin", "nope", "kb", "cats.md")
+    assert "not allowed" in msg and len(backend.open("kb").documents()) == 2
+    msg, rows, *_ = documents.delete_document(backend, "admin", PW, "kb", "cats.md")
+    assert "Deleted" in msg and [r[0] for r in rows] == ["dogs.txt"]
+
+    assert documents.preview(backend, "kb", "dogs.txt")[0][3].startswith("Dogs like")
+
+    msg, *_ = documents.delete_collection(backend, "admin", PW, "fresh", False)
+    assert "confirm" in msg and "fresh" in backend.collection_names()
+    auth.reset_throttle()
+    msg, *_ = documents.delete_collection(backend, "admin", "bad", "fresh", True)
+    assert "not allowed to delete a collection" in msg and "fresh" in backend.collection_names()
+    msg, *_ = documents.delete_collection(backend, "admin", PW, "fresh", True)
+    assert "Deleted" in msg and "fresh" not in backend.collection_names()
+
+
+def test_admin_disabled_names_the_variable(backend, monkeypatch):
+    monkeypatch.delenv("HYBRID_RAG_ADMIN_PASSWORD")
+    msg, *_ = documents.create_collection(backend, "admin", "anything", "x")
+    assert "HYBRID_RAG_ADMIN_PASSWORD" in msg
+
+
+# ---------------------------------------------------------------------------------------------------
+# compare + arena
+# ---------------------------------------------------------------------------------------------------
+
+def _options(backend):
+    return compare.contestants(backend.catalog)
+
+
+def test_offline_contestants_include_a_second_local_entry(backend):
+    opts = _options(backend)
+    keys = compare.default_selection(opts)
+    assert len(keys) == 2 and all(o.embedded for o in opts if o.key in keys)
+    assert keys[0] != keys[1]
+
+
+def _heads(out):
+    return [out[i * 4 + 1] for i in range(compare.MAX_COLUMNS)]
+
+
+def test_blind_compare_vote_and_leaderboard(backend, kb, fake_answer):
+    opts = _options(backend)
+    picks = compare.default_selection(opts)
+    outs = list(compare.run_compare(backend, "cats?", "kb", "hybrid", 3, picks, True, 32, opts))
+    final = outs[-1]
+    state = final[-1]
+    assert state["done"] and _heads(final)[:2] == ["### Model A", "### Model B"]
+    assert all("Cats sleep" in final[i * 4 + 2] for i in range(2))
+    assert "TTFT" in final[3]
+    assert len(fake_answer.calls) == 2
+    assert fake_answer.calls[0]["hits"] == fake_answer.calls[1]["hits"]  # one retrieval, same chunks
+    params = sorted((c["params"].get("temperature") is not None) for c in fake_answer.calls)
+    assert params == [False, True]  # one plain, one creative
+
+    res = compare.vote(backend, "A", state, opts)
+    run_part, lb = res[:-4], res[-4:]
+    assert "Vote recorded" in run_part[-8] and backend.arena.count() == 1
+    assert all("Model" not in h for h in _heads(run_part)[:2])  # names revealed
+    chart, table, csv_path, caption = lb
+    assert "<svg" in chart and len(table) == 2 and "1 vote" in caption
+    assert open(csv_path).read().startswith("rank,model,score")
+    again = compare.vote(backend, "B", run_part[-1], opts)
+    assert "Already voted" in again[-12] and backend.arena.count() == 1
+
+
+def test_compare_refuses_bad_input(backend, kb):
+    opts = _options(backend)
+    out = list(compare.run_compare(backend, "q", "kb", "hybrid", 3, [opts[0].key], True, 32, opts))[-1]
+    assert "Choose 2 to 4" in out[-8]
+    out = list(compare.run_compare(backend, "", "kb", "hybrid", 3, [o.key for o in opts[:2]], True, 32, opts))[-1]
+    assert "question" in out[-8]
+    res = compare.vote(backend, "A", {}, opts)
+    assert "Run a comparison" in res[-12]
+
+
+def test_votes_after_a_fallback_are_not_counted(backend, kb, fake_answer):
+    opts = _options(backend)
+    hosted = next(o for o in opts if not o.embedded)
+    emb = next(o for o in opts if o.embedded)
+    fake_answer.meta = {"model": emb.model, "embedded": True}  # every column fell back to the embedded model
+    outs = list(compare.run_compare(backend, "q", "kb", "hybrid", 3, [hosted.key, emb.key], False, 32, opts))
+    res = compare.vote(backend, "tie", outs[-1][-1], opts)
+    assert "Not counted" in res[-12] and backend.arena.count() == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# first run, odd input
+# ---------------------------------------------------------------------------------------------------
+
+def test_first_run_indexes_the_docs_once(backend, tmp_path):
+    from ui import serve
+    from ui.app import STARTER_COLLECTION
+
+    root = tmp_path / "proj"
+    (root / "docs" / "sub").mkdir(parents=True)
+    (root / "README.md").write_text("# Proj\n\nRun it with make run.")
+    (root / "docs" / "sub" / "guide.md").write_text("# Guide\n\nUpload files in the Documents tab.")
+    (root / "docs" / "logo.png").write_bytes(b"\x89PNG")
+    assert [n for n, _ in serve.starter_files(root)] == ["README.md", "docs/sub/guide.md"]
+    assert serve.ensure_starter(backend.settings, backend, root) == STARTER_COLLECTION
+    docs = {d["source"] for d in backend.open(STARTER_COLLECTION).documents()}
+    assert docs == {"README.md", "docs/sub/guide.md"}
+    assert serve.ensure_starter(backend.settings, backend, root) is None  # collections exist: left alone
+
+
+def test_forged_or_odd_input_never_raises(backend, kb):
+    for collection in ("../../etc", "nope", "\x00"):
+        chat_value, _h, _s, meta, _b = _run_chat(backend, "q", collection=collection)[-1]
+        assert "failed" in chat_value[-1]["content"].lower()
+    out = list(chat.respond(backend, "q", None, None, "kb", "bogus-mode", "x", "garbage", None, None))[-1]
+    assert "failed" in out[0][-1]["content"].lower()
+    long = _run_chat(backend, "x" * (chat.MAX_QUESTION_CHARS + 1))[-1]
+    assert "limit" in long[3]
+    assert documents.preview(backend, "../x", "y") == [] and documents.preview(backend, "kb", "missing") == []
+    opts = _options(backend)
+    out = list(compare.run_compare(backend, "q", "../x", "hybrid", "k", ["nope", opts[0].key, opts[1].key], True,
+                                   "many", opts))[-1]
+    assert "failed" in out[-8]
+
+
+def test_the_app_builds(settings, embedder, fake_answer):
+    from ui.app import build_app
+
+    demo, launch_kwargs = build_app(settings, backend=Backend(settings, answer_fn=fake_answer, embedder=embedder))
+    assert launch_kwargs["blocked_paths"] == [str(settings.data_dir)]
+    assert launch_kwargs["max_file_size"] == settings.limits.max_file_bytes
+    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    assert {"chatbot", "chat-stop", "upload-files", "docs-table", "cmp-run", "vote-A", "lb-csv"} <= ids

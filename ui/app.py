@@ -1,0 +1,131 @@
+"""The Gradio Blocks app: Chat, Documents and Compare tabs over one :class:`ui.backend.Backend`.
+
+``build_app(settings)`` returns ``(blocks, launch_kwargs)``; ``ui.serve`` launches it. Theme and CSS
+use system fonts only, so the page loads with no network.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
+
+import gradio as gr  # noqa: E402
+
+from . import chat, compare, documents  # noqa: E402
+from .backend import Backend  # noqa: E402
+
+STARTER_COLLECTION = "hybrid-rag-docs"
+
+CSS = """
+.gradio-container {max-width: 1400px !important; margin: 0 auto;}
+#hr-title h1 {margin-bottom: 0; font-size: 1.6rem;}
+#hr-title p {margin-top: .2rem; color: var(--body-text-color-subdued);}
+.hr-sources ol {padding-left: 0; margin: 0; list-style: none;}
+.hr-src {border: 1px solid var(--border-color-primary); border-radius: 8px; padding: .5rem .7rem; margin-bottom: .5rem;
+  background: var(--background-fill-secondary);}
+.hr-src-head {font-weight: 600; overflow-wrap: anywhere;}
+.hr-num {color: var(--color-accent); margin-right: .25rem;}
+.hr-src-cited {border-color: #76b900; box-shadow: inset 3px 0 0 #76b900;}
+.hr-cited {font-size: .7em; font-weight: 600; color: #3d6600; background: #eef7dc; border-radius: 4px;
+  padding: 0 .35rem; margin-left: .3rem; vertical-align: middle;}
+.hr-where, .hr-title {font-weight: 400; color: var(--body-text-color-subdued); font-size: .9em;}
+.hr-ranks {font-size: .8em; color: var(--body-text-color-subdued); margin: .15rem 0 .3rem;
+  font-variant-numeric: tabular-nums;}
+.hr-snippet summary {cursor: pointer; font-size: .9em; line-height: 1.4; overflow-wrap: anywhere;}
+.hr-full {white-space: pre-wrap; font-size: .85em; margin-top: .4rem; max-height: 320px; overflow: auto;
+  overflow-wrap: anywhere;}
+.hr-empty, .hr-note {color: var(--body-text-color-subdued); font-size: .9em; padding: .4rem 0;}
+.hr-meta {border: 1px solid var(--border-color-primary); border-radius: 8px; padding: .6rem .8rem; margin-bottom: .6rem;}
+.hr-grid {display: grid; grid-template-columns: max-content 1fr; gap: .15rem .8rem; font-size: .9em;}
+.hr-k {color: var(--body-text-color-subdued);}
+.hr-v {font-variant-numeric: tabular-nums; overflow-wrap: anywhere;}
+.hr-reason {font-size: .85em; margin-top: .4rem; overflow-wrap: anywhere;}
+.hr-warn {background: #fff4e5; color: #7a4100; border: 1px solid #f5c27a; border-radius: 6px;
+  padding: .45rem .6rem; margin-bottom: .5rem; font-size: .9em;}
+.hr-error, .hr-msg-error {background: #fdecec; color: #8a1c1c; border: 1px solid #f1a7a7; border-radius: 6px;
+  padding: .45rem .6rem; margin-bottom: .4rem;}
+.hr-status {font-size: .9em; color: var(--body-text-color-subdued); margin-bottom: .3rem;}
+.hr-msg {border-radius: 6px; padding: .45rem .6rem; margin: .2rem 0; font-size: .92em; overflow-wrap: anywhere;}
+.hr-msg-ok {background: #ecf8ee; color: #1d5e2a; border: 1px solid #9fd8aa;}
+.hr-msg-warn {background: #fff4e5; color: #7a4100; border: 1px solid #f5c27a;}
+.hr-msg-info {background: var(--background-fill-secondary); border: 1px solid var(--border-color-primary);}
+.hr-hint, .hr-hint p {font-size: .85em !important; color: var(--body-text-color-subdued);}
+.hr-cmp-col {border: 1px solid var(--border-color-primary); border-radius: 10px; padding: .6rem .8rem !important;}
+.hr-cmp-answer {min-height: 160px;}
+.hr-cmp-stats, .hr-cmp-stats p {font-size: .85em !important; color: var(--body-text-color-subdued);}
+.hr-chart {max-width: 980px;}
+.hr-chart .hr-axis {font-size: 11px; fill: #777;}
+.hr-chart .hr-label {font-size: 12px; fill: currentColor;}
+.hr-chart .hr-val {font-size: 12px; fill: currentColor; font-variant-numeric: tabular-nums;}
+.hr-chart .hr-ref {stroke: #bbb; stroke-dasharray: 3 3;}
+.hr-chart .hr-ci {stroke: #76b900; stroke-width: 3; stroke-linecap: round; opacity: .55;}
+.hr-chart .hr-dot {fill: #4a7a00;}
+.hr-bar {align-items: flex-end !important;}
+.hr-bar > button {align-self: flex-end; margin-bottom: 2px;}
+#chat-stop, #cmp-stop, #delete-doc, #delete-collection {color: #b42318 !important; border-color: #f1a7a7 !important;}
+footer {display: none !important;}
+"""
+
+
+def theme():
+    fonts = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica", "Arial",
+             "sans-serif"]
+    mono = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
+    return gr.themes.Soft(primary_hue="green", secondary_hue="slate", neutral_hue="slate", font=fonts,
+                          font_mono=mono)
+
+
+def build_app(settings, *, backend: Backend | None = None):
+    """The Blocks app and the keyword arguments ``launch()`` needs (theme, CSS, limits, blocked paths)."""
+    backend = backend or Backend(settings)
+    holders: list = []
+    with gr.Blocks(title="hybrid-rag", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        gr.Markdown("# hybrid-rag\nAsk questions about your documents; every answer cites the passages it "
+                    "was given. Hybrid retrieval (FAISS + BM25), routed to NVIDIA NIM endpoints or the embedded "
+                    "offline model.", elem_id="hr-title")
+        with gr.Tabs(elem_id="hr-tabs"):
+            with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
+                chat_parts = chat.build(backend, holders)
+            with gr.Tab("Documents", id="documents", elem_id="tab-documents"):
+                doc_parts = documents.build(backend, holders)
+            with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
+                cmp_parts = compare.build(backend, holders)
+
+        others = [chat_parts["collection"], cmp_parts["collection"]]
+
+        def sync(*current):
+            names = backend.collection_names()
+            out = []
+            for v in current:
+                if v not in names:
+                    v = STARTER_COLLECTION if STARTER_COLLECTION in names else (names[0] if names else None)
+                out.append(gr.update(choices=names, value=v))
+            return out
+
+        for ev in doc_parts["changed"]:
+            ev.then(sync, others, others)
+
+        # a page load sees the collections and votes as they are now, not as they were at start-up
+        docs_fn, docs_outputs = doc_parts["docs_views"]
+        lb_fn, lb_outputs = cmp_parts["leaderboard"]
+        all_dd = [*others, doc_parts["collection"]]
+
+        def on_load(*current):
+            return sync(*current)
+
+        demo.load(on_load, all_dd, all_dd).then(docs_fn, doc_parts["collection"], docs_outputs).then(
+            lb_fn, None, lb_outputs)
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    launch_kwargs = {
+        "theme": theme(),
+        "css": CSS,
+        "max_file_size": settings.limits.max_file_bytes,
+        "blocked_paths": [str(settings.data_dir)],
+        "allowed_paths": [],
+        "show_error": False,
+        "ssr_mode": False,
+    }
+    return demo, launch_kwargs
+
+
+__all__ = ["build_app", "STARTER_COLLECTION", "CSS"]

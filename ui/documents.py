@@ -1,0 +1,324 @@
+"""Documents tab: collections, uploads (many files, .zip included) with a per-file result table,
+the document list with chunk counts, chunk previews, and deletes.
+
+Reading is open to everyone. Every change calls :func:`ui.auth.require_admin` on the server with the
+credentials typed in this tab, for each action; without them the action is refused and nothing changes.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+from .auth import AdminDenied, admin_configured, not_configured_message, require_admin
+from .render import message_html
+
+log = logging.getLogger(__name__)
+
+RESULT_COLUMNS = ["File", "Result", "Chunks", "Details"]
+DOC_COLUMNS = ["Document", "Title", "Chunks", "Size", "Type", "Added"]
+CHUNK_COLUMNS = ["#", "Page", "Heading", "Text"]
+PREVIEW_LIMIT = 200
+_STATUS_TEXT = {"added": "added", "replaced": "replaced (new version)", "duplicate": "skipped: duplicate",
+                "failed": "failed"}
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
+
+
+def _size(n) -> str:
+    if not n:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def _when(ts) -> str:
+    try:
+        return _dt.datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M")
+    except (TypeError, ValueError, OSError, OverflowError):
+        return ""
+
+
+def limits_text(settings) -> str:
+    lim = settings.limits
+    types = ", ".join("." + t for t in lim.allowed_types)
+    return (f"Up to {lim.max_files_per_upload} files per upload, {_mib(lim.max_file_bytes)} each "
+            f"(.zip archives: up to {_mib(lim.max_archive_bytes)} unpacked). Accepted: {types}.")
+
+
+def file_types(settings) -> list[str]:
+    return ["." + t for t in settings.limits.allowed_types]
+
+
+# ------------------------------------------------------------------------------------------------
+# table builders (plain lists: no markup, the Dataframe shows text as text)
+# ------------------------------------------------------------------------------------------------
+
+def result_rows(results) -> list[list]:
+    rows = []
+    for r in results:
+        detail = r.error or "; ".join(r.details)
+        status = _STATUS_TEXT.get(r.status, r.status)
+        if r.status == "added" and r.documents > 1:
+            status = f"added ({r.documents} documents)"
+        rows.append([r.name, status, r.chunks, detail])
+    return rows
+
+
+def document_rows(docs: list[dict]) -> list[list]:
+    return [[d["source"], d.get("title") or "", d["chunks"], _size(d.get("bytes")), d.get("format") or "",
+             _when(d.get("added_at"))] for d in docs]
+
+
+def chunk_rows(chunks) -> list[list]:
+    return [[i, c.page or "", c.heading or "", c.text] for i, c in enumerate(chunks, 1)]
+
+
+def collection_summary(backend, name: str | None) -> str:
+    if not name:
+        return message_html("No collection selected. An admin can create one below.", "info")
+    for c in backend.collections():
+        if c["name"] == name:
+            return message_html(f"{name}: {c['documents']} documents, {c['chunks']} chunks, "
+                                f"embedder {c['embedder']}, updated {_when(c['updated'])}.", "info")
+    return message_html(f"Collection {name!r} not found.", "warn")
+
+
+def _docs(backend, name: str | None) -> list[dict]:
+    if not name:
+        return []
+    try:
+        return backend.open(name).documents()
+    except Exception as e:
+        log.warning("cannot list documents of %s: %s", name, e)
+        return []
+
+
+def doc_choices(docs: list[dict]) -> list[tuple[str, str]]:
+    return [(d["source"] if d["source"] == d["doc_id"] else f"{d['source']} ({d['doc_id']})", d["doc_id"])
+            for d in docs]
+
+
+def _doc_views(backend, name):
+    docs = _docs(backend, name)
+    choices = doc_choices(docs)
+    return (document_rows(docs), gr.update(choices=choices, value=choices[0][1] if choices else None),
+            collection_summary(backend, name))
+
+
+def _names_update(backend, value=None):
+    names = backend.collection_names()
+    if value not in names:
+        value = names[0] if names else None
+    return gr.update(choices=names, value=value)
+
+
+# ------------------------------------------------------------------------------------------------
+# handlers (each admin one checks credentials first)
+# ------------------------------------------------------------------------------------------------
+
+def check_signin(backend, user, password) -> str:
+    try:
+        require_admin(user, password, backend.settings, action="sign in")
+    except AdminDenied as e:
+        return message_html(str(e), "error")
+    return message_html(f"Signed in as {user}. Every change is checked against these credentials again.", "ok")
+
+
+def create_collection(backend, user, password, name):
+    name = (name or "").strip()
+    try:
+        require_admin(user, password, backend.settings, action="create a collection")
+        if not name:
+            raise ValueError("Type a name for the new collection first.")
+        backend.create_collection(name)
+    except AdminDenied as e:
+        return message_html(str(e), "error"), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    except Exception as e:
+        return message_html(str(e), "error"), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    rows, docs_dd, summary = _doc_views(backend, name)
+    return (message_html(f"Created collection {name!r}. Upload files into it below.", "ok"),
+            _names_update(backend, name), rows, docs_dd, summary, "")
+
+
+def delete_collection(backend, user, password, name, confirmed):
+    try:
+        require_admin(user, password, backend.settings, action="delete a collection")
+        if not name:
+            raise ValueError("Select a collection to delete.")
+        if not confirmed:
+            raise ValueError(f"Tick 'Yes, delete it' to confirm deleting {name!r} and all its documents.")
+        backend.delete_collection(name)
+    except Exception as e:
+        return message_html(str(e), "error"), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    upd = _names_update(backend, None)
+    rows, docs_dd, summary = _doc_views(backend, upd["value"])
+    return message_html(f"Deleted collection {name!r}.", "ok"), upd, rows, docs_dd, summary, False
+
+
+def upload(backend, files, user, password, name, progress=gr.Progress()):
+    """Ingest the uploaded files; yields nothing but returns (message, results, docs, doc dd, summary, files)."""
+    skip6 = (gr.skip(),) * 5
+    files = [f for f in (files or []) if f]
+    try:
+        require_admin(user, password, backend.settings, action="upload files")
+    except AdminDenied as e:
+        return (message_html(str(e), "error"), *skip6)
+    lim = backend.settings.limits
+    if not name:
+        return (message_html("Select or create a collection first.", "error"), *skip6)
+    if not files:
+        return (message_html("Choose one or more files first (a .zip counts as one file).", "error"), *skip6)
+    if len(files) > lim.max_files_per_upload:
+        return (message_html(
+            f"{len(files)} files selected; at most {lim.max_files_per_upload} per upload "
+            "(limits.max_files_per_upload). Upload them in smaller batches, or as a .zip.", "error"), *skip6)
+    items = []
+    for f in files:
+        p = Path(f if isinstance(f, (str, Path)) else getattr(f, "name", f))
+        items.append((p.name, p))
+    progress(0.0, desc="Starting…")
+
+    def report(frac, msg):
+        progress(min(max(float(frac), 0.0), 1.0), desc=str(msg)[:120])
+
+    try:
+        results = backend.ingest(name, items, progress=report)
+    except Exception as e:
+        log.exception("upload into %s failed", name)
+        return (message_html(f"The upload failed and nothing was changed: {e}", "error"), *skip6)
+    ok = [r for r in results if r.ok]
+    chunks = sum(r.chunks for r in results)
+    failed = len(results) - len(ok)
+    kind = "ok" if not failed else ("warn" if ok else "error")
+    msg = (f"{len(ok)} of {len(results)} file{'s' if len(results) != 1 else ''} ingested into {name!r}: "
+           f"{chunks} chunk{'s' if chunks != 1 else ''} added"
+           + (f", {failed} failed (see the table)." if failed else "."))
+    rows, docs_dd, summary = _doc_views(backend, name)
+    return message_html(msg, kind), result_rows(results), rows, docs_dd, summary, None
+
+
+def delete_document(backend, user, password, name, doc_id):
+    try:
+        require_admin(user, password, backend.settings, action="delete a document")
+        if not name or not doc_id:
+            raise ValueError("Select a collection and a document first.")
+        n = backend.remove_documents(name, [doc_id])
+        if not n:
+            raise ValueError(f"{doc_id!r} is not in {name!r} (already deleted?).")
+    except Exception as e:
+        return message_html(str(e), "error"), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    rows, docs_dd, summary = _doc_views(backend, name)
+    return message_html(f"Deleted {doc_id!r} from {name!r}.", "ok"), rows, docs_dd, summary, []
+
+
+def preview(backend, name, doc_id):
+    if not name or not doc_id:
+        return []
+    try:
+        return chunk_rows(backend.open(name).document_chunks(doc_id, limit=PREVIEW_LIMIT))
+    except Exception as e:
+        log.warning("preview failed: %s", e)
+        return []
+
+
+# ------------------------------------------------------------------------------------------------
+# layout
+# ------------------------------------------------------------------------------------------------
+
+def build(backend, collections_dd_holder: list) -> dict:
+    settings = backend.settings
+    names = backend.collection_names()
+    first = names[0] if names else None
+    with gr.Row(equal_height=False, elem_id="admin-row", elem_classes=["hr-bar"]):
+        user = gr.Textbox(settings.admin.username, label="Admin user", scale=1, elem_id="admin-user",
+                          max_length=200)
+        password = gr.Textbox(label="Admin password", type="password", scale=2, elem_id="admin-password",
+                              max_length=1000,
+                              placeholder="needed for every change" if admin_configured(settings)
+                              else "admin is disabled on this server")
+        signin = gr.Button("Check sign-in", scale=1, elem_id="admin-signin")
+    admin_msg = gr.HTML(
+        message_html("Anyone can browse. Creating, uploading and deleting need the admin password.", "info")
+        if admin_configured(settings) else message_html(not_configured_message(settings), "warn"),
+        elem_id="admin-msg", js_on_load=None)
+
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=300):
+            gr.Markdown("### Collections")
+            collection = gr.Dropdown(names, value=first, label="Collection", elem_id="docs-collection")
+            summary = gr.HTML(collection_summary(backend, first), js_on_load=None)
+            with gr.Row(equal_height=False, elem_classes=["hr-bar"]):
+                new_name = gr.Textbox(label="New collection", placeholder="letters, digits, _ - .", scale=2,
+                                      elem_id="new-collection", max_length=64)
+                create = gr.Button("Create", scale=1, elem_id="create-collection")
+            with gr.Accordion("Delete this collection", open=False):
+                confirm = gr.Checkbox(False, label="Yes, delete it and all its documents")
+                delete_col = gr.Button("Delete collection", variant="stop", elem_id="delete-collection")
+        with gr.Column(scale=2, min_width=420):
+            gr.Markdown("### Upload")
+            files = gr.File(file_count="multiple", file_types=file_types(settings), type="filepath",
+                            label="Files or .zip archives", elem_id="upload-files", height=140)
+            gr.Markdown(limits_text(settings), elem_classes=["hr-hint"])
+            ingest_btn = gr.Button("Ingest files", variant="primary", elem_id="ingest")
+            action_msg = gr.HTML("", elem_id="docs-msg", js_on_load=None)
+            results = gr.Dataframe(headers=RESULT_COLUMNS, value=None, label="Upload results", interactive=False,
+                                   wrap=True, elem_id="upload-results", datatype="str",
+                                   column_widths=["30%", "18%", "10%", "42%"])
+    gr.Markdown("### Documents")
+    docs0 = _docs(backend, first)
+    docs_table = gr.Dataframe(value=document_rows(docs0) or None, headers=DOC_COLUMNS, interactive=False,
+                              wrap=True, elem_id="docs-table", datatype="str", max_height=360)
+    with gr.Row(equal_height=False, elem_classes=["hr-bar"]):
+        choices = doc_choices(docs0)
+        doc = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Document", scale=3,
+                          elem_id="docs-doc")
+        preview_btn = gr.Button("Preview chunks", scale=1, elem_id="preview")
+        delete_doc = gr.Button("Delete document", variant="stop", scale=1, elem_id="delete-doc")
+    chunks = gr.Dataframe(headers=CHUNK_COLUMNS, value=preview(backend, first, choices[0][1]) if choices else None, label="Chunks", interactive=False, wrap=True,
+                          elem_id="chunks-table", datatype="str", max_height=420,
+                          column_widths=["6%", "8%", "20%", "66%"])
+    collections_dd_holder.append(collection)
+
+    signin.click(lambda u, p: check_signin(backend, u, p), [user, password], admin_msg, api_visibility="private")
+    password.submit(lambda u, p: check_signin(backend, u, p), [user, password], admin_msg,
+                    api_visibility="private")
+    def _views_and_preview(n):
+        rows, dd, summ = _doc_views(backend, n)
+        return rows, dd, summ, preview(backend, n, dd["value"]) or None
+
+    collection.change(_views_and_preview, collection, [docs_table, doc, summary, chunks])
+    ev_create = create.click(lambda u, p, n: create_collection(backend, u, p, n), [user, password, new_name],
+                 [action_msg, collection, docs_table, doc, summary, new_name], api_visibility="private")
+    ev_delete = delete_col.click(lambda u, p, n, c: delete_collection(backend, u, p, n, c), [user, password, collection, confirm],
+                     [action_msg, collection, docs_table, doc, summary, confirm], api_visibility="private")
+
+    def _upload(f, u, p, n, progress=gr.Progress()):
+        return upload(backend, f, u, p, n, progress=progress)
+
+    up = ingest_btn.click(_upload, [files, user, password, collection],
+                          [action_msg, results, docs_table, doc, summary, files], concurrency_limit=1,
+                          concurrency_id="ingest", api_visibility="private")
+    preview_btn.click(lambda n, d: preview(backend, n, d), [collection, doc], chunks)
+    doc.change(lambda n, d: preview(backend, n, d), [collection, doc], chunks)
+    delete_doc.click(lambda u, p, n, d: delete_document(backend, u, p, n, d), [user, password, collection, doc],
+                     [action_msg, docs_table, doc, summary, chunks], concurrency_limit=1, concurrency_id="ingest",
+                     api_visibility="private")
+
+    def _pick(evt: gr.SelectData, n):
+        try:
+            row = evt.index[0]
+            return _docs(backend, n)[row]["doc_id"]
+        except Exception:
+            return gr.skip()
+
+    docs_table.select(_pick, [collection], doc)
+    return {"collection": collection, "changed": [ev_create, ev_delete, up], "docs_views": (
+        _views_and_preview, [docs_table, doc, summary, chunks])}

@@ -1,0 +1,108 @@
+"""`hybrid-rag serve`: serve the web app (127.0.0.1:7860 by default).
+
+On first run (no collections in the data directory) it ingests the project's own documentation
+(README and docs/) into the ``hybrid-rag-docs`` collection, so a newcomer can ask the app about itself
+straight away, offline.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"interface to bind (default {DEFAULT_HOST}; use 0.0.0.0 only behind a proxy you trust)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--no-starter", action="store_true",
+                        help="do not ingest the project's docs into a starter collection on first run")
+
+
+def starter_files(root: Path) -> list[tuple[str, Path]]:
+    """README(s) and docs/ (recursively) with a file type the config accepts."""
+    from ingest.pipeline import iter_paths
+
+    paths = [p for p in sorted(root.glob("README*")) if p.is_file()]
+    if (root / "docs").is_dir():
+        paths.append(root / "docs")
+    out = []
+    for name, p in iter_paths(paths):
+        if p.suffix.lower() in (".md", ".markdown", ".txt", ".rst", ".html"):
+            out.append((name if p.parent == root else f"docs/{name}", p))
+    return out
+
+
+def ensure_starter(settings, backend, root: Path | None = None) -> str | None:
+    """Ingest the docs into the starter collection when there is no collection at all; return its name."""
+    from rag.config import REPO_ROOT
+
+    from .app import STARTER_COLLECTION
+
+    if backend.collection_names():
+        return None
+    files = starter_files(root or REPO_ROOT)
+    if not files:
+        log.info("first run: no README or docs/ found, so no starter collection")
+        return None
+    print(f"First run: indexing {len(files)} documentation files into '{STARTER_COLLECTION}'…", file=sys.stderr,
+          flush=True)
+    try:
+        results = backend.ingest(STARTER_COLLECTION, files)
+    except Exception as e:  # never block the app on this
+        log.warning("starter collection failed: %s", e)
+        print(f"warning: could not build the starter collection: {e}", file=sys.stderr)
+        return None
+    chunks = sum(r.chunks for r in results)
+    print(f"'{STARTER_COLLECTION}' ready: {sum(r.ok for r in results)} files, {chunks} chunks.", file=sys.stderr)
+    return STARTER_COLLECTION
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def run(args) -> int:
+    from rag.config import load_settings
+
+    from .app import build_app
+    from .auth import admin_configured, not_configured_message
+    from .backend import Backend
+
+    settings = load_settings(path=getattr(args, "config", None), data_dir=getattr(args, "data_dir", None))
+    host, port = args.host, int(args.port)
+    if not 1 <= port <= 65535:
+        print(f"error: --port must be 1-65535, got {port}", file=sys.stderr)
+        return 2
+    if not _port_free(host, port):
+        print(f"error: {host}:{port} is in use: stop the other server or pass --port N", file=sys.stderr)
+        return 2
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    backend = Backend(settings)
+    if not getattr(args, "no_starter", False):
+        ensure_starter(settings, backend)
+    if not admin_configured(settings):
+        print(f"note: {not_configured_message(settings)}", file=sys.stderr)
+    demo, launch_kwargs = build_app(settings, backend=backend)
+    print(f"Serving hybrid-rag on http://{host}:{port} (data: {settings.data_dir})", file=sys.stderr, flush=True)
+    demo.launch(server_name=host, server_port=port, inbrowser=False, share=False, quiet=True, **launch_kwargs)
+    return 0
+
+
+__all__ = ["add_arguments", "run", "ensure_starter", "starter_files"]
