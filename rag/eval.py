@@ -70,12 +70,15 @@ def evaluate(retriever, queries: dict[str, str], qrels: dict[str, dict[str, int]
     qids = [q for q in queries if q in qrels]
     if not qids:
         raise ValueError("No query in the queries file has a judgement in the qrels file: check that the ids match.")
+    # one batched encode of every query, reused by every mode (the per-query path is what the app times)
+    vectors = retriever.embedder.encode_queries([queries[q] for q in qids])
     out = {}
     for mode in modes:
         totals = dict.fromkeys(METRICS, 0.0)
         ms = []
         for i, qid in enumerate(qids):
-            res = retriever.search(queries[qid], mode=mode, k=depth_chunks, depth=depth_chunks)
+            res = retriever.search(queries[qid], mode=mode, k=depth_chunks, depth=depth_chunks,
+                                   query_vector=vectors[i])
             ms.append(res.retrieval_ms)
             for m, v in score_query(doc_ranking(res.hits), qrels[qid]).items():
                 totals[m] += v
@@ -84,7 +87,7 @@ def evaluate(retriever, queries: dict[str, str], qrels: dict[str, dict[str, int]
         out[mode] = {m: round(v / len(qids), 4) for m, v in totals.items()}
         ms.sort()
         out[mode]["queries"] = len(qids)
-        out[mode]["p50_ms"] = round(ms[len(ms) // 2], 2)
+        out[mode]["p50_ms_after_embedding"] = round(ms[len(ms) // 2], 2)
     return out
 
 

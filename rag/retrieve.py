@@ -132,7 +132,9 @@ class Retriever:
         self.collection, self.embedder, self.settings = collection, embedder, settings
 
     def search(self, query: str, *, mode: str | None = None, k: int | None = None,
-               depth: int | None = None) -> RetrievalResult:
+               depth: int | None = None, query_vector: np.ndarray | None = None) -> RetrievalResult:
+        """Top-``k`` hits for ``query``. ``query_vector`` skips the embedding when the caller already
+        has it (batch evaluation)."""
         s = self.settings
         mode = mode or s.mode
         if mode not in MODES:
@@ -147,7 +149,7 @@ class Retriever:
         dense_rows, dense_scores = [], np.zeros(0)
         sparse_rows, sparse_scores = [], np.zeros(0)
         # embedded in every mode: the router reuses this vector, so routing costs no extra model call
-        qvec = self.embedder.encode_queries([query])[0]
+        qvec = self.embedder.encode_queries([query])[0] if query_vector is None else query_vector
         timings["embed_ms"] = (time.perf_counter() - t0) * 1000
         if mode in ("dense", "hybrid"):
             t = time.perf_counter()
