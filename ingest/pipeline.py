@@ -18,7 +18,7 @@ from rag.store import CollectionWriter, DocRecord
 from rag.types import Chunk, Document
 
 from .chunking import chunk_document
-from .loaders import LoadError, is_archive, iter_archive, load, safe_name
+from .loaders import LoadError, _unique, is_archive, iter_archive, load, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,19 @@ class _Batch:
         self.pending: list[tuple[DocRecord, list[Chunk]]] = []
         self.n_chunks = 0
         self.embedded = 0
+        self._hash_of: dict[str, str] = {}  # documents waiting here, which the writer cannot see yet
+        self._doc_of: dict[str, str] = {}
+
+    def staged_hash(self, doc_id: str) -> str | None:
+        return self._hash_of.get(doc_id)
+
+    def staged_doc_with_hash(self, sha256: str) -> str | None:
+        return self._doc_of.get(sha256)
 
     def add(self, record: DocRecord, chunks: list[Chunk]) -> None:
         self.pending.append((record, chunks))
+        self._hash_of[record.doc_id] = record.sha256
+        self._doc_of.setdefault(record.sha256, record.doc_id)
         self.n_chunks += len(chunks)
         if self.n_chunks >= EMBED_BATCH:
             self.flush()
@@ -95,6 +105,8 @@ class _Batch:
             i += len(chunks)
         self.embedded += len(texts)
         self.pending, self.n_chunks = [], 0
+        self._hash_of.clear()
+        self._doc_of.clear()
         self.on_flush(self.embedded)
 
 
@@ -117,8 +129,9 @@ def ingest(collection: str, files: Iterable[tuple[str, bytes | Path]], *, settin
         current = [0.0, ""]
         batch = _Batch(writer, embedder, lambda n: report(current[0], f"{current[1]}: {n} chunks embedded"))
         chunk_cfg = writer.chunking
+        seen: set[str] = set()
         for i, (name, src) in enumerate(files):
-            display = display_name(name)
+            display = _unique(display_name(name), seen)  # two files named alike in one batch both land
             current[:] = [i / max(total, 1), f"{display} ({i + 1}/{total})"]
             report(*current)
             results.extend(_ingest_file(display, src, limits, writer, batch, chunk_cfg, embedder))
@@ -211,11 +224,11 @@ def _ingest_one(label: str, name: str, data: bytes, writer: CollectionWriter, ba
         if len(docs) == 1 and doc.metadata.get("format") != "beir":
             doc.doc_id = doc.source = label  # the relative path keeps same-named files in different folders apart
         sha = doc_hash(doc)
-        old = writer.existing_hash(doc.doc_id)
+        old = batch.staged_hash(doc.doc_id) or writer.existing_hash(doc.doc_id)
         if old == sha:
             res.details.append(f"{doc.doc_id}: unchanged")
             continue
-        twin = writer.doc_with_hash(sha)
+        twin = batch.staged_doc_with_hash(sha) or writer.doc_with_hash(sha)
         if twin is not None and twin != doc.doc_id:
             res.details.append(f"{doc.doc_id}: same content as {twin}")
             continue

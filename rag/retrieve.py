@@ -107,6 +107,7 @@ class CorpusStats:
 
 _STATS: dict[str, CorpusStats] = {}
 _STATS_LOCK = threading.Lock()
+_STATS_MAX = 8  # versions whose stats stay cached (each holds a dim x dim covariance); oldest dropped first
 
 
 def corpus_stats(col: Collection) -> CorpusStats | None:
@@ -116,6 +117,8 @@ def corpus_stats(col: Collection) -> CorpusStats | None:
         if st is None:
             try:
                 st = _STATS[key] = CorpusStats(col.vdir)
+                while len(_STATS) > _STATS_MAX:  # every commit makes a new version: never grow without bound
+                    _STATS.pop(next(iter(_STATS)))
             except FileNotFoundError:
                 return None
     return st
