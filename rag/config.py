@@ -27,6 +27,7 @@ class EmbedderSettings(_Strict):
     model: str = "nvidia/nv-embedqa-e5-v5"
     base_url: str | None = None
     batch_size: int = Field(64, ge=1, le=4096)
+    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
 
 
 class ChunkingSettings(_Strict):
@@ -46,11 +47,15 @@ class RetrievalSettings(_Strict):
 
 
 class DenseSettings(_Strict):
-    exact_max: int = Field(200_000, ge=0)
+    exact_max: int = Field(50_000, ge=0)
     hnsw_m: int = Field(32, ge=4, le=256)
     hnsw_ef_construction: int = Field(80, ge=8)
     hnsw_ef_search: int = Field(96, ge=8)
     use_gpu: Literal["auto", "never"] = "auto"
+    approx: Literal["hnsw", "ivf"] = "ivf"
+    storage: Literal["flat", "fp16", "sq8"] = "sq8"
+    ivf_nlist: int = Field(0, ge=0)
+    ivf_nprobe: int = Field(64, ge=1)
 
 
 class SparseSettings(_Strict):
@@ -59,6 +64,7 @@ class SparseSettings(_Strict):
     b: float = Field(0.4, ge=0, le=1)
     stopwords: str | None = "en"
     stemmer: str | None = "english"
+    backend: Literal["auto", "numba", "numpy"] = "auto"
 
 
 class LimitSettings(_Strict):

@@ -1,7 +1,11 @@
 """FAISS dense index over L2-normalised vectors (inner product = cosine).
 
-Small collections use exact search (IndexFlatIP). Above ``exact_max`` vectors an HNSW graph is
-built instead; the benchmark reports its recall@10 against exact search. When faiss-gpu sees a
+Small collections use exact search (IndexFlatIP). Above ``exact_max`` vectors an approximate index
+is built instead (``approx``): an HNSW graph, or an inverted file (IVF: k-means cells, ``ivf_nprobe``
+of them scanned per query), which builds far faster on few cores and grows in place the same way.
+The benchmark reports recall@10 of each against exact search. The graph's vectors are
+stored as float32 (``storage="flat"``, 1,536 bytes per 384-d vector), float16 (``"fp16"``, half that)
+or 8-bit scalar-quantised (``"sq8"``, a quarter) to meet a memory budget; bench/ measures the recall of each. When faiss-gpu sees a
 CUDA device, exact search is copied onto the GPU; the probe runs once per process and is logged once.
 """
 from __future__ import annotations
@@ -17,6 +21,11 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+STORAGES = ("flat", "fp16", "sq8")
+APPROX = ("hnsw", "ivf")
+_IVF_REBUILD_GROWTH = 4
+_PARALLEL_MIN_QUERIES = 16  # fewer queries than this are searched on the calling thread alone  # an IVF index is retrained once it holds 4x the vectors it was trained on
+_TRAIN_SAMPLE = 100_000
 
 
 @lru_cache(maxsize=1)
@@ -51,8 +60,16 @@ class DenseIndex:
     """Rows 0..n-1 of a vector matrix, searchable by inner product."""
 
     def __init__(self, dim: int, exact_max: int = 200_000, hnsw_m: int = 32,
-                 ef_construction: int = 80, ef_search: int = 96, use_gpu: str = "auto"):
+                 ef_construction: int = 80, ef_search: int = 96, use_gpu: str = "auto",
+                 storage: str = "flat", approx: str = "hnsw", ivf_nlist: int = 0, ivf_nprobe: int = 32):
+        if storage not in STORAGES:
+            raise ValueError(f"Unknown dense storage {storage!r}: use one of {', '.join(STORAGES)}.")
+        if approx not in APPROX:
+            raise ValueError(f"Unknown approximate index {approx!r}: use one of {', '.join(APPROX)}.")
+        self.approx, self.ivf_nlist, self.ivf_nprobe = approx, int(ivf_nlist), int(ivf_nprobe)
+        self.trained_on = 0
         self.dim = int(dim)
+        self.storage = storage
         self.exact_max, self.hnsw_m = exact_max, hnsw_m
         self.ef_construction, self.ef_search = ef_construction, ef_search
         self.use_gpu = use_gpu
@@ -63,7 +80,8 @@ class DenseIndex:
     @classmethod
     def from_settings(cls, dim: int, s) -> "DenseIndex":
         return cls(dim, exact_max=s.exact_max, hnsw_m=s.hnsw_m, ef_construction=s.hnsw_ef_construction,
-                   ef_search=s.hnsw_ef_search, use_gpu=s.use_gpu)
+                   ef_search=s.hnsw_ef_search, use_gpu=s.use_gpu, storage=getattr(s, "storage", "flat"), approx=getattr(s, "approx", "hnsw"),
+                   ivf_nlist=getattr(s, "ivf_nlist", 0), ivf_nprobe=getattr(s, "ivf_nprobe", 32))
 
     @property
     def size(self) -> int:
@@ -76,18 +94,41 @@ class DenseIndex:
     def _new_index(self, n: int):
         import faiss
 
-        if n <= self.exact_max:
+        if n <= self.exact_max or n == 0:
             self.kind = "flat"
             return faiss.IndexFlatIP(self.dim)
+        if self.approx == "ivf":
+            self.kind = "ivf"
+            nlist = min(self.ivf_nlist or self.auto_nlist(n), max(1, n // 39))  # k-means wants ~39 points a cell
+            codec = {"flat": "Flat", "fp16": "SQfp16", "sq8": "SQ8"}[self.storage]
+            index = faiss.index_factory(self.dim, f"IVF{nlist},{codec}", faiss.METRIC_INNER_PRODUCT)
+            index.nprobe = self.ivf_nprobe
+            return index
         self.kind = "hnsw"
-        index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        if self.storage == "flat":
+            index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        else:
+            qtype = faiss.ScalarQuantizer.QT_8bit if self.storage == "sq8" else faiss.ScalarQuantizer.QT_fp16
+            index = faiss.IndexHNSWSQ(self.dim, qtype, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = self.ef_construction
         index.hnsw.efSearch = self.ef_search
         return index
 
+    @staticmethod
+    def auto_nlist(n: int) -> int:
+        """IVF cells for n vectors: about 2 * sqrt(n), between 16 and 65536."""
+        return int(min(65536, max(16, 2 * round(n ** 0.5))))
+
+    def fits(self, n: int) -> bool:
+        """Whether this index can simply grow to n vectors (else the writer rebuilds it)."""
+        want = "flat" if n <= self.exact_max else self.approx
+        if want != self.kind:
+            return False
+        return not (self.kind == "ivf" and self.trained_on and n > _IVF_REBUILD_GROWTH * self.trained_on)
+
     def _activate(self):
         self._search_index = self.index
-        if self.index is None or self.use_gpu == "never" or self.kind != "flat":
+        if self.index is None or self.use_gpu == "never" or self.kind == "hnsw":  # FAISS has no GPU HNSW
             return
         if gpu_count() > 0:
             try:
@@ -98,6 +139,10 @@ class DenseIndex:
     def build(self, vectors: np.ndarray) -> "DenseIndex":
         vectors = _as_matrix(vectors, self.dim)
         self.index = self._new_index(len(vectors))
+        if not self.index.is_trained:  # k-means cells / scalar quantiser ranges, learnt from a sample
+            step = max(1, len(vectors) // _TRAIN_SAMPLE)
+            self.index.train(np.ascontiguousarray(vectors[::step]))
+        self.trained_on = len(vectors)
         if len(vectors):
             self.index.add(vectors)
         self._activate()
@@ -112,13 +157,24 @@ class DenseIndex:
         self._activate()
         return self
 
+    def memory_bytes(self) -> int:
+        """Bytes the index holds in memory (its serialised size: vectors, graph and codes)."""
+        if self.index is None:
+            return 0
+        import faiss
+
+        return int(faiss.serialize_index(self.index).size)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows) arrays of shape (n_queries, k'), best first; rows are -1-free."""
         queries = _as_matrix(queries, self.dim)
         if self.size == 0 or k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         k = min(k, self.size)
-        scores, rows = self._search_index.search(queries, k)
+        if len(queries) < _PARALLEL_MIN_QUERIES and self.device == "cpu":
+            scores, rows = _single_thread_search(self._search_index, queries, k)
+        else:
+            scores, rows = self._search_index.search(queries, k)
         if (rows < 0).any():  # HNSW can return fewer than k
             valid = (rows >= 0).all(axis=0)
             scores, rows = scores[:, valid], rows[:, valid]
@@ -132,7 +188,9 @@ class DenseIndex:
         if self.index is not None:
             faiss.write_index(self.index, str(path / "dense.faiss"))
         meta = {"format": FORMAT, "dim": self.dim, "kind": self.kind, "size": self.size,
-                "exact_max": self.exact_max, "hnsw_m": self.hnsw_m,
+                "exact_max": self.exact_max, "hnsw_m": self.hnsw_m, "storage": self.storage,
+                "approx": self.approx, "ivf_nlist": self.ivf_nlist, "ivf_nprobe": self.ivf_nprobe,
+                "trained_on": self.trained_on,
                 "ef_construction": self.ef_construction, "ef_search": self.ef_search}
         (path / "dense.json").write_text(json.dumps(meta, indent=1))
 
@@ -144,14 +202,34 @@ class DenseIndex:
         meta = json.loads((path / "dense.json").read_text())
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: dense index format {meta.get('format')} is not {FORMAT}; re-ingest the collection.")
-        idx = cls(meta["dim"], meta["exact_max"], meta["hnsw_m"], meta["ef_construction"], meta["ef_search"], use_gpu)
+        idx = cls(meta["dim"], meta["exact_max"], meta["hnsw_m"], meta["ef_construction"], meta["ef_search"], use_gpu,
+                  storage=meta.get("storage", "flat"), approx=meta.get("approx", "hnsw"),
+                  ivf_nlist=meta.get("ivf_nlist", 0), ivf_nprobe=meta.get("ivf_nprobe", 32))
+        idx.trained_on = int(meta.get("trained_on", 0))
         idx.kind = meta["kind"]
         if (path / "dense.faiss").exists():
             idx.index = faiss.read_index(str(path / "dense.faiss"))
             if idx.kind == "hnsw":
                 idx.index.hnsw.efSearch = idx.ef_search
+            elif idx.kind == "ivf":
+                idx.index.nprobe = idx.ivf_nprobe
         idx._activate()
         return idx
+
+
+def _single_thread_search(index, queries, k):
+    """Search on this thread only. OpenMP's worker hand-off costs more than it saves for a few queries, and
+    on a busy machine a parked worker can stall a 2 ms search for tens of ms (measured: bench/, and
+    docs/benchmarks.md). ``omp_set_num_threads`` sets the calling thread's value only, so index builds in
+    other threads keep every core."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return index.search(queries, k)
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _as_matrix(x: np.ndarray, dim: int) -> np.ndarray:

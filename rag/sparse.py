@@ -2,13 +2,20 @@
 
 Scoring a query touches only the posting columns of its terms; nothing rescans the corpus
 in Python. The index is saved in bm25s' own plain-file format (npy with allow_pickle=False,
-vocab and params as JSON).
+vocab and params as JSON), plus each row's token ids (``tokens.npy`` + ``offsets.npy``), so a
+writer that adds documents re-tokenises only the new ones and rebuilds the score matrix from ids.
+
+Backends (``backend=``): ``numba`` scores the query's posting lists and selects the top k in one
+compiled pass over the touched rows only; ``numpy`` is bm25s' scorer plus a partial sort over every
+row. ``auto`` (the default) takes numba when it is installed and falls back to numpy.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +25,16 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 _TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")
+_TOKENS_FILE, _OFFSETS_FILE = "tokens.npy", "offsets.npy"
+
+try:  # optional speed-up: compiled top-k over posting lists
+    import numba  # noqa: F401
+
+    NUMBA_AVAILABLE = True
+except ImportError:  # pragma: no cover - depends on the install
+    NUMBA_AVAILABLE = False
+
+BACKENDS = ("auto", "numba", "numpy")
 
 
 @lru_cache(maxsize=8)
@@ -56,36 +73,247 @@ class Tokenizer:
         return [self(t) for t in texts]
 
 
+def resolve_backend(backend: str = "auto") -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown sparse backend {backend!r}: use one of {', '.join(BACKENDS)}.")
+    if backend == "numba" and not NUMBA_AVAILABLE:
+        raise ImportError("Numba is not installed. Install it with `pip install numba` to use the numba "
+                          "backend, or set sparse.backend to auto.")
+    if backend == "auto":
+        return "numba" if NUMBA_AVAILABLE else "numpy"
+    return backend
+
+
+# -- BM25 formulas, vectorised (the same as bm25s.scoring, applied to whole arrays) ---------------
+
+def _idf(method: str, df: np.ndarray, n: int) -> np.ndarray:
+    df = df.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if method == "robertson":
+            out = np.log(np.maximum((n - df + 0.5) / (df + 0.5), 1.0))
+        elif method == "lucene":
+            out = np.log(1 + (n - df + 0.5) / (df + 0.5))
+        elif method == "atire":
+            out = np.log(n / df)
+        elif method == "bm25l":
+            out = np.log((n + 1) / (df + 0.5))
+        elif method == "bm25+":
+            out = np.log((n + 1) / df)
+        else:
+            raise ValueError(f"Unknown BM25 method {method!r}.")
+    out[df == 0] = 0.0
+    return out
+
+
+def _tfc(method: str, tf, l_d, l_avg, k1, b, delta):
+    from bm25s.scoring import _select_tfc_scorer
+
+    return _select_tfc_scorer(method)(tf_array=tf, l_d=l_d, l_avg=l_avg, k1=k1, b=b, delta=delta)
+
+
+def build_csc(token_ids: np.ndarray, offsets: np.ndarray, n_vocab: int, method: str, k1: float, b: float,
+              delta: float = 0.5, dtype=np.float32):
+    """bm25s' score matrix (data, indices, indptr) and non-occurrence array from flat token ids.
+
+    ``token_ids[offsets[i]:offsets[i+1]]`` are row i's tokens. Equal to ``bm25s.BM25.index`` on the same
+    tokens, but vectorised: one sort over all (term, row) pairs instead of a Python loop per row.
+    """
+    n = len(offsets) - 1
+    lengths = np.diff(offsets).astype(np.int64)
+    l_avg = float(lengths.mean()) if n else 0.0
+    rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    keys = token_ids.astype(np.int64) * max(n, 1) + rows
+    del rows
+    keys, tf = np.unique(keys, return_counts=True)
+    terms = keys // max(n, 1)
+    docs = (keys - terms * max(n, 1)).astype(np.int32)
+    del keys
+    df = np.bincount(terms, minlength=n_vocab).astype(np.int64)
+    idf = _idf(method, df, n)
+    tfc = _tfc(method, tf.astype(dtype), lengths[docs], l_avg, k1, b, delta)
+    data = idf[terms] * tfc
+    nonocc = None
+    if method in ("bm25l", "bm25+"):
+        nonocc = (idf * _tfc(method, 0, l_avg, l_avg, k1, b, delta)).astype(dtype)
+        nonocc[df == 0] = 0
+        data = data - nonocc[terms]
+    indptr = np.zeros(n_vocab + 1, dtype=np.int64)
+    np.cumsum(df, out=indptr[1:])
+    return data.astype(dtype), docs, indptr, nonocc
+
+
+# -- compiled search --------------------------------------------------------------------------
+
+_KERNEL = None
+_KERNEL_LOCK = threading.Lock()
+
+
+def _kernel():
+    """The numba top-k kernel, compiled once per process (cached on disk by numba)."""
+    global _KERNEL
+    with _KERNEL_LOCK:
+        if _KERNEL is None:
+            from numba import njit
+
+            _KERNEL = njit(cache=True, nogil=True)(_score_topk_py)
+    return _KERNEL
+
+
+def _score_topk_py(data, indices, indptr, qids, k, acc, seen, touched, out_rows, out_scores):
+    # 1. accumulate the query terms' postings, remembering which rows were touched
+    nt = 0
+    for q in qids:
+        for j in range(indptr[q], indptr[q + 1]):
+            d = indices[j]
+            if seen[d] == 0:
+                seen[d] = 1
+                touched[nt] = d
+                nt += 1
+            acc[d] += data[j]
+    # 2. keep the k best positive rows in a min-heap (worst at the root): lower score is worse,
+    #    and on equal scores the higher row is worse
+    size = 0
+    for i in range(nt):
+        d = touched[i]
+        s = acc[d]
+        if s <= 0:
+            continue
+        if size < k:
+            pos = size
+            size += 1
+            while pos > 0:  # sift up
+                parent = (pos - 1) >> 1
+                ps, pr = out_scores[parent], out_rows[parent]
+                if ps < s or (ps == s and pr > d):
+                    break
+                out_scores[pos], out_rows[pos] = ps, pr
+                pos = parent
+            out_scores[pos], out_rows[pos] = s, d
+        else:
+            rs, rr = out_scores[0], out_rows[0]
+            if s < rs or (s == rs and d > rr):
+                continue
+            pos = 0
+            while True:  # sift down from the root
+                c = 2 * pos + 1
+                if c >= size:
+                    break
+                if c + 1 < size:
+                    cs, cr = out_scores[c], out_rows[c]
+                    ds, dr = out_scores[c + 1], out_rows[c + 1]
+                    if ds < cs or (ds == cs and dr > cr):
+                        c += 1
+                cs, cr = out_scores[c], out_rows[c]
+                if s < cs or (s == cs and d > cr):
+                    break
+                out_scores[pos], out_rows[pos] = cs, cr
+                pos = c
+            out_scores[pos], out_rows[pos] = s, d
+    # 3. reset the scratch arrays (only the touched rows)
+    for i in range(nt):
+        d = touched[i]
+        acc[d] = 0
+        seen[d] = 0
+    return size
+
+
+class _Scratch:
+    """Per-call work arrays for the kernel, pooled so concurrent queries never share one."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self._pool: list[tuple] = []
+        self._lock = threading.Lock()
+
+    def take(self):
+        with self._lock:
+            if self._pool:
+                return self._pool.pop()
+        return (np.zeros(self.n, np.float32), np.zeros(self.n, np.uint8), np.zeros(self.n, np.int32))
+
+    def give(self, bufs) -> None:
+        with self._lock:
+            self._pool.append(bufs)
+
+
 class SparseIndex:
     """BM25 over a fixed list of documents (rows 0..n-1)."""
 
     def __init__(self, method: str = "lucene", k1: float = 0.9, b: float = 0.4,
-                 stopwords: str | None = "en", stemmer: str | None = "english"):
+                 stopwords: str | None = "en", stemmer: str | None = "english", backend: str = "auto"):
         self.params = {"method": method, "k1": k1, "b": b, "stopwords": stopwords, "stemmer": stemmer}
         self.tokenizer = Tokenizer(stopwords, stemmer)
+        self.backend = resolve_backend(backend)
         self._bm25 = None
+        self._scratch = None
         self.size = 0
+        # token ids per row, kept from a build until save() so the next version can reuse them
+        self._token_ids: np.ndarray | None = None
+        self._offsets: np.ndarray | None = None
 
     @classmethod
     def from_settings(cls, s) -> "SparseIndex":
-        return cls(method=s.method, k1=s.k1, b=s.b, stopwords=s.stopwords, stemmer=s.stemmer)
+        return cls(method=s.method, k1=s.k1, b=s.b, stopwords=s.stopwords, stemmer=s.stemmer,
+                   backend=getattr(s, "backend", "auto"))
 
     # -- build -------------------------------------------------------------------------------
     def build_from_tokens(self, corpus_tokens: list[list[str]]) -> "SparseIndex":
+        vocab: dict[str, int] = {}
+        ids = [vocab.setdefault(t, len(vocab)) for doc in corpus_tokens for t in doc]
+        offsets = np.zeros(len(corpus_tokens) + 1, dtype=np.int64)
+        np.cumsum([len(doc) for doc in corpus_tokens], out=offsets[1:])
+        return self.build_from_ids(np.asarray(ids, dtype=np.int32), offsets, vocab)
+
+    def build_from_ids(self, token_ids: np.ndarray, offsets: np.ndarray, vocab: dict[str, int]) -> "SparseIndex":
+        """Build from flat token ids (``token_ids[offsets[i]:offsets[i+1]]`` is row i) and their vocabulary."""
         import bm25s
 
-        self.size = len(corpus_tokens)
+        self.size = len(offsets) - 1
+        self._token_ids = np.ascontiguousarray(token_ids, dtype=np.int32)
+        self._offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        self._scratch = None
         if self.size == 0:
             self._bm25 = None
             return self
         p = self.params
         bm = bm25s.BM25(method=p["method"], k1=p["k1"], b=p["b"])
-        bm.index(corpus_tokens, show_progress=False)
+        data, indices, indptr, nonocc = build_csc(self._token_ids, self._offsets, len(vocab), p["method"],
+                                                  p["k1"], p["b"], bm.delta, np.dtype(bm.dtype))
+        bm.scores = {"data": data, "indices": indices, "indptr": indptr, "num_docs": self.size}
+        bm.vocab_dict = dict(vocab)
+        bm.unique_token_ids_set = set(vocab.values())
+        bm.nonoccurrence_array = nonocc
         self._bm25 = bm
         return self
 
     def build(self, texts: list[str]) -> "SparseIndex":
         return self.build_from_tokens(self.tokenizer.many(texts))
+
+    def rebuilt(self, keep_rows: np.ndarray | None, new_tokens: list[list[str]],
+                stored: tuple[np.ndarray, np.ndarray, dict] | None = None) -> "SparseIndex":
+        """A new index with this one's rows ``keep_rows`` (all when None), in order, then ``new_tokens``.
+
+        Only the new rows are tokenised; the kept rows come from the stored token ids (``stored``, as
+        returned by ``load_token_ids``, or this index's own ids from its last build).
+        """
+        if stored is None:
+            if self._token_ids is None:
+                raise ValueError("this index has no token ids: load them with SparseIndex.load_token_ids(path)")
+            stored = (self._token_ids, self._offsets, dict(self._bm25.vocab_dict) if self._bm25 else {})
+        ids, offsets, vocab = stored
+        vocab = dict(vocab)
+        lengths = np.diff(offsets)
+        if keep_rows is not None:
+            keep_rows = np.asarray(keep_rows, dtype=np.int64)
+            mask = np.repeat(np.isin(np.arange(len(lengths)), keep_rows), lengths)
+            ids, lengths = np.asarray(ids)[mask], lengths[keep_rows]
+        new_ids = [vocab.setdefault(t, len(vocab)) for doc in new_tokens for t in doc]
+        all_ids = np.concatenate([np.asarray(ids, dtype=np.int32), np.asarray(new_ids, dtype=np.int32)])
+        all_lengths = np.concatenate([lengths, np.array([len(d) for d in new_tokens], dtype=np.int64)])
+        all_offsets = np.zeros(len(all_lengths) + 1, dtype=np.int64)
+        np.cumsum(all_lengths, out=all_offsets[1:])
+        out = SparseIndex(**self.params, backend=self.backend)
+        return out.build_from_ids(all_ids, all_offsets, vocab)
 
     # -- query -------------------------------------------------------------------------------
     def query_ids(self, tokens: list[str]) -> list[int]:
@@ -105,11 +333,40 @@ class SparseIndex:
 
     def search_tokens(self, tokens: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows with a positive score, best first: (rows int64, scores float32)."""
+        if self.backend == "numba" and self._bm25 is not None and self._bm25.nonoccurrence_array is None:
+            ids = self.query_ids(tokens)
+            if not ids or k <= 0:
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+            return self._search_compiled(np.asarray(ids, dtype=np.int64), min(k, self.size))
         scores = self.scores_for_tokens(tokens)
         return top_k(scores, k)
 
+    def _search_compiled(self, qids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        sc = self._bm25.scores
+        if self._scratch is None:
+            self._scratch = _Scratch(self.size)
+        bufs = self._scratch.take()
+        out_rows, out_scores = np.empty(k, np.int32), np.empty(k, np.float32)
+        try:
+            size = _kernel()(sc["data"], sc["indices"], sc["indptr"], qids, k, *bufs, out_rows, out_scores)
+        finally:
+            self._scratch.give(bufs)
+        rows, vals = out_rows[:size].astype(np.int64), out_scores[:size]
+        order = np.lexsort((rows, -vals))
+        return rows[order], vals[order]
+
     def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.search_tokens(self.tokenizer(query), k)
+
+    def warm_up(self) -> None:
+        """Compile the numba kernel now (a few seconds once per process, then cached on disk)."""
+        if self.backend == "numba":
+            d = np.ones(2, np.float32)
+            ip = np.array([0, 2], np.int64)
+            ix = np.array([0, 1], np.int32)
+            acc, seen, touched = np.zeros(2, np.float32), np.zeros(2, np.uint8), np.zeros(2, np.int32)
+            _kernel()(d, ix, ip, np.zeros(1, np.int64), 1, acc, seen, touched, np.empty(1, np.int32),
+                      np.empty(1, np.float32))
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -118,21 +375,38 @@ class SparseIndex:
         meta = {"format": FORMAT, "size": self.size, **self.params}
         if self._bm25 is not None:
             self._bm25.save(str(path / "bm25s"), show_progress=False)
+        if self._token_ids is not None:
+            np.save(path / _TOKENS_FILE, self._token_ids, allow_pickle=False)
+            np.save(path / _OFFSETS_FILE, self._offsets, allow_pickle=False)
+            meta["token_ids"] = True
         (path / "sparse.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
-    def load(cls, path: str | Path, mmap: bool = False) -> "SparseIndex":
+    def load(cls, path: str | Path, mmap: bool = False, backend: str = "auto") -> "SparseIndex":
         import bm25s
 
         path = Path(path)
         meta = json.loads((path / "sparse.json").read_text())
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: sparse index format {meta.get('format')} is not {FORMAT}; re-ingest the collection.")
-        idx = cls(**{k: meta[k] for k in ("method", "k1", "b", "stopwords", "stemmer")})
+        idx = cls(**{k: meta[k] for k in ("method", "k1", "b", "stopwords", "stemmer")}, backend=backend)
         idx.size = int(meta["size"])
         if idx.size:
             idx._bm25 = bm25s.BM25.load(str(path / "bm25s"), mmap=mmap, load_corpus=False)
         return idx
+
+    @staticmethod
+    def load_token_ids(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, int]] | None:
+        """(token ids, offsets, vocabulary) saved with an index, memory-mapped; None for an index saved
+        before token ids were kept (the writer then re-tokenises every row once)."""
+        path = Path(path)
+        if not (path / _TOKENS_FILE).exists():
+            return None
+        ids = np.load(path / _TOKENS_FILE, mmap_mode="r", allow_pickle=False)
+        offsets = np.load(path / _OFFSETS_FILE, allow_pickle=False)
+        vocab_file = path / "bm25s" / "vocab.index.json"
+        vocab = json.loads(vocab_file.read_text(encoding="utf-8")) if vocab_file.exists() else {}
+        return ids, offsets, vocab
 
 
 def top_k(scores: np.ndarray, k: int, positive_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -151,4 +425,4 @@ def top_k(scores: np.ndarray, k: int, positive_only: bool = True) -> tuple[np.nd
     return rows, vals
 
 
-__all__ = ["SparseIndex", "Tokenizer", "top_k"]
+__all__ = ["SparseIndex", "Tokenizer", "top_k", "build_csc", "NUMBA_AVAILABLE"]

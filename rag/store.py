@@ -122,8 +122,12 @@ class Collection:
                 "re-ingest it into a new collection.")
         self.dense = DenseIndex.load(vdir / "dense")
         self.sparse = SparseIndex.load(vdir / "sparse")
+        self.sparse.warm_up()  # compile the BM25 kernel now, not inside the first query
         self._db_path = vdir / "chunks.sqlite"
-        self._local = threading.local()
+        # one connection, opened now and shared (under a lock): a thread that first queries after a writer
+        # has garbage-collected this version still reads it, through the file this connection holds open
+        self._con = sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True, check_same_thread=False)
+        self._con_lock = threading.Lock()
         n = self.manifest["counts"]["chunks"]
         if not (self.dense.size == self.sparse.size == n):
             raise CollectionError(
@@ -138,12 +142,9 @@ class Collection:
     def embedder_id(self) -> str:
         return self.manifest["embedder"]["id"]
 
-    def _db(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True, check_same_thread=False)
-            self._local.con = con
-        return con
+    def _query(self, sql: str, params=()) -> list:
+        with self._con_lock:
+            return self._con.execute(sql, params).fetchall()
 
     def chunks(self, rows) -> list[Chunk]:
         """Chunks at these index rows, in the given order."""
@@ -151,27 +152,26 @@ class Collection:
         if not rows:
             return []
         found = {}
-        db = self._db()
         for i in range(0, len(rows), 900):
             part = rows[i:i + 900]
             q = f"SELECT row, {_CHUNK_COLS} FROM chunks WHERE row IN ({','.join('?' * len(part))})"
-            for r in db.execute(q, part):
+            for r in self._query(q, part):
                 found[r[0]] = _row_to_chunk(r[1:])
         return [found[r] for r in rows]
 
     def documents(self) -> list[dict]:
-        cur = self._db().execute(
+        cur = self._query(
             "SELECT doc_id, source, title, sha256, n_chunks, bytes, format, added_at FROM docs ORDER BY source, doc_id")
         keys = ["doc_id", "source", "title", "sha256", "chunks", "bytes", "format", "added_at"]
         return [dict(zip(keys, r)) for r in cur]
 
     def document_chunks(self, doc_id: str, limit: int = 1000) -> list[Chunk]:
-        cur = self._db().execute(
+        cur = self._query(
             f"SELECT {_CHUNK_COLS} FROM chunks WHERE doc_id = ? ORDER BY row LIMIT ?", (doc_id, limit))
         return [_row_to_chunk(r) for r in cur]
 
     def row_doc_ids(self) -> list[str]:
-        return [r[0] for r in self._db().execute("SELECT doc_id FROM chunks ORDER BY row")]
+        return [r[0] for r in self._query("SELECT doc_id FROM chunks ORDER BY row")]
 
 
 _CACHE: dict[str, Collection] = {}
@@ -294,6 +294,9 @@ class CollectionWriter:
         self._removed: set[str] = set()
         self._added: list[tuple[DocRecord, list[Chunk]]] = []
         self._vectors: list[np.ndarray] = []
+        # staged doc_id -> sha256 and sha256 -> first staged doc_id: O(1) dedupe while staging many documents
+        self._staged_hash: dict[str, str] = {}
+        self._staged_by_sha: dict[str, str] = {}
         self.base_version: str | None = None
         self._base_db: sqlite3.Connection | None = None
 
@@ -331,18 +334,16 @@ class CollectionWriter:
 
     # -- lookups used for dedupe -------------------------------------------------------------
     def existing_hash(self, doc_id: str) -> str | None:
-        for rec, _ in self._added:
-            if rec.doc_id == doc_id:
-                return rec.sha256
+        if doc_id in self._staged_hash:
+            return self._staged_hash[doc_id]
         if self._base_db is None or doc_id in self._removed:
             return None
         r = self._base_db.execute("SELECT sha256 FROM docs WHERE doc_id = ?", (doc_id,)).fetchone()
         return r[0] if r else None
 
     def doc_with_hash(self, sha256: str) -> str | None:
-        for rec, _ in self._added:
-            if rec.sha256 == sha256:
-                return rec.doc_id
+        if sha256 in self._staged_by_sha:
+            return self._staged_by_sha[sha256]
         if self._base_db is None:
             return None
         for (doc_id,) in self._base_db.execute("SELECT doc_id FROM docs WHERE sha256 = ?", (sha256,)):
@@ -361,10 +362,18 @@ class CollectionWriter:
 
     def remove(self, doc_id: str) -> None:
         """Drop a document: from this batch if it was staged here, else from the base version."""
-        staged = [i for i, (r, _) in enumerate(self._added) if r.doc_id == doc_id]
-        for i in reversed(staged):
-            del self._added[i]
-            del self._vectors[i]
+        staged = []
+        if doc_id in self._staged_hash:  # rare (a document replaced within one batch): scan once
+            staged = [i for i, (r, _) in enumerate(self._added) if r.doc_id == doc_id]
+            sha = self._staged_hash.pop(doc_id)
+            for i in reversed(staged):
+                del self._added[i]
+                del self._vectors[i]
+            if self._staged_by_sha.get(sha) == doc_id:
+                del self._staged_by_sha[sha]
+                twin = next((r.doc_id for r, _ in self._added if r.sha256 == sha), None)
+                if twin is not None:
+                    self._staged_by_sha[sha] = twin
         if not staged:
             self._removed.add(doc_id)
 
@@ -375,6 +384,8 @@ class CollectionWriter:
             self.remove(record.doc_id)
         self._added.append((record, chunks))
         self._vectors.append(np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim))
+        self._staged_hash[record.doc_id] = record.sha256
+        self._staged_by_sha.setdefault(record.sha256, record.doc_id)
 
     @property
     def pending(self) -> bool:
@@ -406,6 +417,15 @@ class CollectionWriter:
         return version
 
     def _build(self, out: Path) -> None:
+        secs: dict[str, float] = {}
+        tick = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal tick
+            now_ = time.perf_counter()
+            secs[name] = round(now_ - tick, 3)
+            tick = now_
+
         db_path = out / "chunks.sqlite"
         removed_rows = np.zeros(0, dtype=np.int64)
         base = self.path / self.base_version if self.base_version else None
@@ -441,36 +461,51 @@ class CollectionWriter:
                 row += len(chunks)
             con.commit()
             n_docs = con.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
-            texts = (self.index_text(_row_to_chunk(r)) for r in
-                     con.execute(f"SELECT {_CHUNK_COLS} FROM chunks ORDER BY row"))
-            sparse_tokens = SparseIndex.from_settings(self.sparse_settings).tokenizer.many(texts)
+            lap("chunk_store")
+            sparse_proto = SparseIndex.from_settings(self.sparse_settings)
+            stored = self._reusable_tokens(base, sparse_proto)
+            if stored is None:  # first version, or tokeniser settings changed: tokenise every row once
+                texts = (self.index_text(_row_to_chunk(r)) for r in
+                         con.execute(f"SELECT {_CHUNK_COLS} FROM chunks ORDER BY row"))
+                sparse_tokens = sparse_proto.tokenizer.many(texts)
+            else:  # only the new chunks are tokenised; kept rows reuse their stored token ids
+                sparse_tokens = sparse_proto.tokenizer.many(
+                    self.index_text(c) for _, chunks in self._added for c in chunks)
         finally:
             con.close()
         total = row
+        lap("tokenise")
 
-        # vectors: kept rows of the old matrix, then the new ones
+        # vectors: kept rows of the old matrix, then the new ones (streamed, never all in memory)
         new_vecs = np.concatenate(self._vectors) if self._vectors else np.zeros((0, self.dim), np.float32)
-        old_vecs = np.load(base / "vectors.npy", allow_pickle=False) if base is not None else np.zeros((0, self.dim), np.float32)
-        if len(removed_rows):
-            old_vecs = np.delete(old_vecs, removed_rows, axis=0)
-        vectors = np.concatenate([old_vecs, new_vecs]) if len(new_vecs) else old_vecs
-        assert len(vectors) == total, (len(vectors), total)
-        np.save(out / "vectors.npy", vectors, allow_pickle=False)
+        _write_vectors(out / "vectors.npy", base / "vectors.npy" if base is not None else None,
+                       removed_rows, new_vecs, self.dim)
+        lap("vectors")
 
         # dense: grow the old index in place when nothing was removed and its kind still fits
         dense = None
         if base is not None and not len(removed_rows):
             old = DenseIndex.load(base / "dense", use_gpu="never")
-            if old.kind == ("flat" if total <= old.exact_max else "hnsw"):
+            if old.fits(total):
                 dense = old.add(new_vecs)
+        grown = dense is not None
         if dense is None:
             dense = DenseIndex.from_settings(self.dim, self.dense_settings)
             dense.use_gpu = "never"
-            dense.build(vectors)
+            dense.build(np.load(out / "vectors.npy", mmap_mode="r", allow_pickle=False))
         dense.save(out / "dense")
+        lap("dense")
 
-        sparse = SparseIndex.from_settings(self.sparse_settings).build_from_tokens(sparse_tokens)
+        if stored is None:
+            sparse = sparse_proto.build_from_tokens(sparse_tokens)
+        else:
+            n_old = len(stored[1]) - 1
+            keep = np.setdiff1d(np.arange(n_old), removed_rows) if len(removed_rows) else None
+            sparse = sparse_proto.rebuilt(keep, sparse_tokens, stored=stored)
+        assert sparse.size == total, (sparse.size, total)
         sparse.save(out / "sparse")
+        lap("sparse")
+        self.last_build_seconds = secs
 
         manifest = {
             "format": FORMAT,
@@ -482,9 +517,20 @@ class CollectionWriter:
             "dense": {"kind": dense.kind, "size": dense.size},
             "counts": {"documents": n_docs, "chunks": total},
             "build": {"time": time.time(), "python": platform.python_version(),
-                      "hybrid_rag": _package_version(), "base": self.base_version},
+                      "hybrid_rag": _package_version(), "base": self.base_version, "seconds": secs,
+                      "sparse_tokens_reused": stored is not None, "dense_grown_in_place": grown},
         }
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+    def _reusable_tokens(self, base: Path | None, proto: SparseIndex):
+        """The base version's stored BM25 token ids, when they were made by the same tokeniser."""
+        if base is None:
+            return None
+        manifest = json.loads((base / "manifest.json").read_text())
+        old = manifest.get("sparse", {})
+        if (old.get("stopwords"), old.get("stemmer")) != (proto.params["stopwords"], proto.params["stemmer"]):
+            return None
+        return SparseIndex.load_token_ids(base / "sparse")
 
     def _gc(self, current: str) -> None:
         versions = sorted(d.name for d in self.path.iterdir() if _VERSION_RE.match(d.name))
@@ -492,6 +538,33 @@ class CollectionWriter:
             shutil.rmtree(self.path / old, ignore_errors=True)
         for d in self.path.glob(".tmp-*"):
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _write_vectors(path: Path, base: Path | None, removed_rows: np.ndarray, new_vecs: np.ndarray, dim: int) -> None:
+    """vectors.npy of the next version: the base rows minus ``removed_rows``, then ``new_vecs``.
+
+    Without removals the base file's bytes are copied as they are after a new header, so an add costs
+    one sequential copy rather than a load, a concatenate and a save of the whole matrix.
+    """
+    new_vecs = np.ascontiguousarray(new_vecs, dtype=np.float32).reshape(-1, dim)
+    if base is None:
+        np.save(path, new_vecs, allow_pickle=False)
+        return
+    old = np.load(base, mmap_mode="r", allow_pickle=False)
+    if len(removed_rows) or old.dtype != np.float32 or not old.flags.c_contiguous:
+        kept = np.delete(np.asarray(old), removed_rows, axis=0) if len(removed_rows) else np.asarray(old)
+        np.save(path, np.concatenate([kept.astype(np.float32), new_vecs]), allow_pickle=False)
+        return
+    n_old, offset = len(old), old.offset
+    del old
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                "shape": (n_old + len(new_vecs), dim)})
+        with open(base, "rb") as src:
+            src.seek(offset)
+            shutil.copyfileobj(src, f, 16 * 2**20)
+        f.write(new_vecs.tobytes())
 
 
 def _package_version() -> str:

@@ -1,0 +1,188 @@
+"""The retrieval speed-ups against their references: the vectorised BM25 builder and the compiled top-k
+against bm25s, stored token ids against a fresh build, IVF/quantised FAISS against brute force, the
+incremental store write against a full one, the ONNX embedder against sentence-transformers."""
+import json
+
+import numpy as np
+import pytest
+
+from rag.dense import DenseIndex
+from rag.sparse import NUMBA_AVAILABLE, SparseIndex, Tokenizer, top_k
+from rag.store import CollectionWriter, DocRecord, _write_vectors, open_collection
+from rag.types import Chunk
+
+
+def _texts(sample_corpus):
+    return [f"{r['title']}\n{r['text']}" for r in map(json.loads, sample_corpus.read_text().splitlines())]
+
+
+def _unit(rng, n, d):
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+QUERIES = ["protein folding in yeast cells", "vitamin D deficiency bone", "cancer cell", "the the cell cell",
+           "zzzunknown", "T cells and the immune response to infection"]
+
+
+@pytest.mark.parametrize("method", ["lucene", "robertson", "atire", "bm25l", "bm25+"])
+def test_vectorised_build_equals_bm25s_index(sample_corpus, method):
+    import bm25s
+
+    tok = Tokenizer()
+    corpus = tok.many(_texts(sample_corpus))
+    ours = SparseIndex(method=method, k1=1.2, b=0.75).build_from_tokens(corpus)
+    ref = bm25s.BM25(method=method, k1=1.2, b=0.75)
+    ref.index(corpus, show_progress=False)
+    for q in QUERIES:
+        qt = tok(q)
+        want = ref.get_scores([t for t in qt if t in ref.vocab_dict]) if any(t in ref.vocab_dict for t in qt) \
+            else np.zeros(len(corpus))
+        np.testing.assert_allclose(ours.scores_for_tokens(qt), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba is not installed")
+def test_compiled_top_k_equals_numpy_top_k(sample_corpus):
+    texts = _texts(sample_corpus)
+    fast = SparseIndex(backend="numba").build(texts)
+    slow = SparseIndex(backend="numpy").build(texts)
+    rng = np.random.default_rng(0)
+    vocab = list(fast._bm25.vocab_dict)
+    queries = [fast.tokenizer(q) for q in QUERIES] + [list(rng.choice(vocab, 4)) for _ in range(30)]
+    for qt in queries:
+        for k in (1, 10, 1000):
+            r1, s1 = fast.search_tokens(qt, k)
+            r2, s2 = slow.search_tokens(qt, k)
+            assert r1.tolist() == r2.tolist()
+            np.testing.assert_allclose(s1, s2, rtol=1e-6)
+    # ties are broken by the lower row, as top_k does
+    tied = SparseIndex(backend="numba").build(["alpha beta", "alpha beta", "gamma", "alpha beta"])
+    assert tied.search("alpha", 2)[0].tolist() == [0, 1]
+
+
+def test_rebuild_from_stored_token_ids_equals_fresh_build(tmp_path, sample_corpus):
+    texts = _texts(sample_corpus)
+    old = SparseIndex().build(texts[:200])
+    old.save(tmp_path / "s")
+    stored = SparseIndex.load_token_ids(tmp_path / "s")
+    keep = np.array([i for i in range(200) if i % 7])
+    new = SparseIndex().rebuilt(keep, SparseIndex().tokenizer.many(texts[200:260]), stored=stored)
+    fresh = SparseIndex().build([texts[i] for i in keep] + texts[200:260])
+    assert new.size == fresh.size == len(keep) + 60
+    for q in QUERIES:
+        np.testing.assert_allclose(new.scores(q), fresh.scores(q), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("approx,storage", [("ivf", "flat"), ("ivf", "fp16"), ("ivf", "sq8"), ("hnsw", "sq8"),
+                                            ("hnsw", "fp16")])
+def test_approximate_indexes_have_high_recall(approx, storage, tmp_path):
+    rng = np.random.default_rng(1)
+    centres = _unit(rng, 40, 32)
+    X = centres[rng.integers(0, 40, 4000)] + 0.3 * _unit(rng, 4000, 32)
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    Q = _unit(rng, 40, 32)
+    idx = DenseIndex(32, exact_max=1000, approx=approx, storage=storage, ivf_nprobe=16, ef_search=128).build(X)
+    assert idx.kind == approx
+    want = np.argsort(-(Q @ X.T), axis=1)[:, :10]
+    _, rows = idx.search(Q, 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, want)]) >= 0.9
+    idx.save(tmp_path / "d")
+    back = DenseIndex.load(tmp_path / "d")
+    assert (back.kind, back.storage, back.approx) == (approx, storage, approx)
+    np.testing.assert_array_equal(back.search(Q, 10)[1], rows)
+    assert back.memory_bytes() > 0
+
+
+def test_ivf_grows_in_place_until_it_needs_retraining():
+    rng = np.random.default_rng(2)
+    idx = DenseIndex(16, exact_max=100, approx="ivf").build(_unit(rng, 1000, 16))
+    assert idx.fits(3000) and not idx.fits(5000) and not idx.fits(50)
+    idx.add(_unit(rng, 10, 16))
+    assert idx.size == 1010
+
+
+def test_write_vectors_streams_the_base_file(tmp_path):
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((50, 8)).astype(np.float32)
+    np.save(tmp_path / "a.npy", base)
+    new = rng.standard_normal((3, 8)).astype(np.float32)
+    _write_vectors(tmp_path / "b.npy", tmp_path / "a.npy", np.zeros(0, np.int64), new, 8)
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), np.concatenate([base, new]))
+    _write_vectors(tmp_path / "c.npy", tmp_path / "a.npy", np.array([0, 7]), new, 8)
+    np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), np.concatenate([np.delete(base, [0, 7], 0), new]))
+
+
+def test_incremental_commit_equals_a_full_build(settings, sample_corpus):
+    texts = _texts(sample_corpus)[:120]
+    rng = np.random.default_rng(4)
+    vecs = _unit(rng, len(texts), 8)
+
+    def write(name, batches):
+        for batch in batches:
+            with CollectionWriter(name, settings.data_dir, embedder_id="e", dim=8, chunking={},
+                                  sparse_settings=settings.sparse, dense_settings=settings.dense) as w:
+                for i in batch:
+                    c = Chunk(id=f"d{i}#0", doc_id=f"d{i}", source=f"d{i}", text=texts[i], start=0, end=1)
+                    w.add(DocRecord(f"d{i}", f"d{i}", "", f"h{i}"), [c], vecs[i:i + 1])
+                w.commit()
+        return open_collection(name, settings.data_dir)
+
+    inc = write("inc", [range(0, 100), range(100, 120)])
+    full = write("full", [range(0, 120)])
+    build = inc.manifest["build"]
+    assert build["sparse_tokens_reused"] and build["dense_grown_in_place"]
+    assert set(build["seconds"]) >= {"chunk_store", "tokenise", "vectors", "dense", "sparse"}
+    for q in QUERIES:
+        r1, s1 = inc.sparse.search(q, 20)
+        r2, s2 = full.sparse.search(q, 20)
+        assert r1.tolist() == r2.tolist()
+        np.testing.assert_allclose(s1, s2, rtol=1e-5)
+    np.testing.assert_array_equal(np.load(inc.vdir / "vectors.npy"), np.load(full.vdir / "vectors.npy"))
+
+
+@pytest.mark.slow
+def test_onnx_embedder_matches_sentence_transformers(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from rag.embed import OnnxEmbedder, get_embedder
+
+    embedder = get_embedder("local", backend="torch")
+
+    texts = ["Vitamin D deficiency is linked to bone loss.", "short",
+             "A much longer passage about T cells, cytokines and the immune response " * 8]
+    ref = embedder.encode_documents(texts)
+    fp32 = OnnxEmbedder(cache_dir=tmp_path, quantize=False)
+    np.testing.assert_allclose(fp32.encode_documents(texts), ref, atol=2e-4)
+    int8 = OnnxEmbedder(cache_dir=tmp_path, quantize=True)
+    cos = (int8.encode_queries(texts) * ref).sum(1)
+    assert cos.min() > 0.97
+    assert fp32.model_id == embedder.model_id and fp32.dim == embedder.dim
+    assert fp32.tokenizer("hello")["input_ids"] == embedder.tokenizer("hello")["input_ids"]
+
+
+@pytest.mark.gpu
+def test_gpu_embedding_matches_cpu():
+    from rag.embed import LocalEmbedder
+
+    texts = ["GPU embedding path", "same vectors as on the CPU"]
+    gpu = LocalEmbedder(device="cuda").encode_documents(texts)
+    cpu = LocalEmbedder(device="cpu").encode_documents(texts)
+    np.testing.assert_allclose(gpu, cpu, atol=1e-3)
+
+
+def test_staging_many_documents_dedupes_in_constant_time(settings):
+    """Staging uses dicts, not scans: replacing, removing and hash lookups still behave as before."""
+    with CollectionWriter("many", settings.data_dir, embedder_id="e", dim=8, chunking={},
+                          sparse_settings=settings.sparse, dense_settings=settings.dense) as w:
+        vec = np.ones((1, 8), np.float32)
+        for i in range(3000):
+            c = Chunk(id=f"d{i}#0", doc_id=f"d{i}", source="s", text=f"text number {i}", start=0, end=1)
+            w.add(DocRecord(f"d{i}", "s", "", f"h{i}"), [c], vec)
+        assert w.existing_hash("d2999") == "h2999" and w.doc_with_hash("h5") == "d5"
+        c = Chunk(id="d5#0", doc_id="d5", source="s", text="replaced", start=0, end=1)
+        w.add(DocRecord("d5", "s", "", "h5b"), [c], vec)
+        assert w.existing_hash("d5") == "h5b" and w.doc_with_hash("h5") is None
+        w.remove("d7")
+        assert not w.has_document("d7") and w.doc_with_hash("h7") is None
+        w.commit()
+    col = open_collection("many", settings.data_dir)
+    assert col.size == 2999 and col.chunks([col.size - 1])[0].text == "replaced"
