@@ -55,3 +55,12 @@ def test_message_and_chart_escape():
     svg = leaderboard_svg(rows, {"m2": EVIL})
     _no_markup_from(svg)
     assert svg.startswith("<svg") and svg.count("<circle") == 2
+
+
+def test_injection_flags_are_shown_escaped():
+    from ui.render import meta_html
+
+    html = meta_html({"route": "speed", "injection_flags": [
+        {"source": 2, "chunk": "x#0", "match": "ignore previous instructions <script>alert(1)</script>"}]})
+    assert "[2]" in html and "ignore previous instructions" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html

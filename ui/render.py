@@ -134,6 +134,11 @@ def meta_html(meta: dict | None, *, retrieval_ms: float | None = None, status: s
     if meta.get("unknown_citations"):
         nums = ", ".join(f"[{n}]" for n in meta["unknown_citations"])
         rows.append(f'<div class="hr-warn">The answer cites {esc(nums)}, which is not among the sources.</div>')
+    flags = meta.get("injection_flags") or []
+    if flags:
+        items = ", ".join(f'[{esc(f.get("source"))}] “{esc(f.get("match"))}”' for f in flags)
+        rows.append(f'<div class="hr-warn">Source text that reads like instructions to the model was '
+                    f'treated as quoted data, not followed: {items}</div>')
     if meta.get("reason"):
         rows.append(f'<div class="hr-reason"><span class="hr-k">Why this route</span> {esc(meta["reason"])}</div>')
     if fallbacks:
