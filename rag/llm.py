@@ -15,6 +15,7 @@ them: every message passes through :func:`redact`.
 """
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import logging
 import os
@@ -452,7 +453,19 @@ def load_embedded(n_ctx: int = 2048):
         finally:
             lc.llama_model_default_params = orig
         log.info("embedded model %s loaded (n_ctx=%d, %d threads)", path.name, n_ctx, _llama_threads())
+        atexit.register(_close_embedded)
         return _LLAMA
+
+
+def _close_embedded() -> None:
+    """Free the model while the interpreter is still whole (llama_cpp's __del__ fails during shutdown)."""
+    global _LLAMA
+    llm, _LLAMA = _LLAMA, None
+    if llm is not None:
+        try:
+            llm.close()
+        except Exception:  # noqa: BLE001 - shutting down; nothing useful to do
+            pass
 
 
 class EmbeddedClient(ChatClient):
