@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .sparse import top_k
 from .store import Collection, open_collection
 from .types import Hit
 
@@ -159,12 +158,16 @@ class Retriever:
             sc, rows = col.dense.search(qvec, depth)
             dense_rows, dense_scores = rows[0].tolist(), sc[0]
             timings["dense_ms"] = (time.perf_counter() - t) * 1000
-        full_sparse = None
+        sparse_of = {}  # row -> BM25 score, for every row a hit can come from
+        sparse_moments = (0.0, 0.0)
         if mode in ("sparse", "hybrid"):
             t = time.perf_counter()
-            full_sparse = col.sparse.scores(query)
-            rows, sc = top_k(full_sparse, depth)
+            # one posting-list pass: the top rows, the dense candidates' scores, and the corpus mean/std
+            rows, sc, of_dense, sparse_moments = col.sparse.search_tokens_with(
+                col.sparse.tokenizer(query), depth, np.asarray(dense_rows, dtype=np.int64))
             sparse_rows, sparse_scores = rows.tolist(), sc
+            sparse_of = dict(zip(dense_rows, map(float, of_dense)))
+            sparse_of.update(zip(sparse_rows, map(float, sc)))
             timings["sparse_ms"] = (time.perf_counter() - t) * 1000
 
         t = time.perf_counter()
@@ -181,7 +184,7 @@ class Retriever:
             if stats is None:
                 fused = convex({"dense": (dense_rows, dense_scores), "sparse": (sparse_rows, sparse_scores)}, weights)
             else:
-                fused, exact_dense = _convex_corpus(qvec, dense_rows, sparse_rows, full_sparse, stats, weights)
+                fused, exact_dense = _convex_corpus(qvec, sparse_of, sparse_moments, stats, weights)
         top = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
         timings["fuse_ms"] = (time.perf_counter() - t) * 1000
 
@@ -193,7 +196,7 @@ class Retriever:
         chunks = col.chunks([r for r, _ in top])
         hits = []
         for i, ((row, score), chunk) in enumerate(zip(top, chunks), start=1):
-            s_score = float(full_sparse[row]) if full_sparse is not None else None
+            s_score = sparse_of.get(row, 0.0) if mode != "dense" else None
             hits.append(Hit(chunk=chunk, score=float(score), fused_rank=i,
                             dense_rank=d_rank.get(row), dense_score=d_score.get(row),
                             sparse_rank=s_rank.get(row), sparse_score=s_score))
@@ -201,15 +204,18 @@ class Retriever:
         return RetrievalResult(hits=hits, query_vector=qvec, retrieval_ms=ms, mode=mode, timings=timings)
 
 
-def _convex_corpus(qvec, dense_rows, sparse_rows, full_sparse, stats: CorpusStats, weights):
-    """Convex fusion with corpus-level z-scores, exact for every candidate of either list."""
-    union = np.union1d(np.asarray(dense_rows, dtype=np.int64), np.asarray(sparse_rows, dtype=np.int64))
-    if union.size == 0:
+def _convex_corpus(qvec, sparse_of: dict[int, float], sparse_moments: tuple[float, float],
+                   stats: CorpusStats, weights):
+    """Convex fusion with corpus-level z-scores, exact for every candidate of either list.
+    ``sparse_of`` holds the BM25 score of every candidate (the union of both lists)."""
+    if not sparse_of:
         return {}, {}
+    union = np.fromiter(sorted(sparse_of), dtype=np.int64, count=len(sparse_of))
     dm, ds = stats.dense_z(qvec)
     dense = np.asarray(stats.vectors[union], dtype=np.float32) @ qvec.astype(np.float32)
-    sm, ss = float(full_sparse.mean()), float(full_sparse.std())
-    zs = (full_sparse[union] - sm) / ss if ss > 1e-12 else np.zeros(len(union))
+    sm, ss = sparse_moments
+    sparse = np.fromiter((sparse_of[r] for r in union.tolist()), dtype=np.float64, count=len(union))
+    zs = (sparse - sm) / ss if ss > 1e-12 else np.zeros(len(union))
     fused = weights["dense"] * (dense - dm) / ds + weights["sparse"] * zs
     return dict(zip(union.tolist(), fused.tolist())), dict(zip(union.tolist(), dense.tolist()))
 

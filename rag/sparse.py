@@ -159,7 +159,9 @@ def _kernel():
     return _KERNEL
 
 
-def _score_topk_py(data, indices, indptr, qids, k, acc, seen, touched, out_rows, out_scores):
+def _score_topk_py(data, indices, indptr, qids, k, acc, seen, touched, out_rows, out_scores, extra, extra_out):
+    """Top-k by a heap, plus the scores of the ``extra`` rows and the sum and sum of squares of every
+    row's score (untouched rows score 0), all in one pass. Returns (heap size, sum, sum of squares)."""
     # 1. accumulate the query terms' postings, remembering which rows were touched
     nt = 0
     for q in qids:
@@ -209,12 +211,19 @@ def _score_topk_py(data, indices, indptr, qids, k, acc, seen, touched, out_rows,
                 out_scores[pos], out_rows[pos] = cs, cr
                 pos = c
             out_scores[pos], out_rows[pos] = s, d
-    # 3. reset the scratch arrays (only the touched rows)
+    # 3. the extra rows' scores, the score moments, then reset the scratch arrays (only the touched rows)
+    for i in range(extra.shape[0]):
+        extra_out[i] = acc[extra[i]]
+    s1 = 0.0
+    s2 = 0.0
     for i in range(nt):
         d = touched[i]
+        v = float(acc[d])
+        s1 += v
+        s2 += v * v
         acc[d] = 0
         seen[d] = 0
-    return size
+    return size, s1, s2
 
 
 class _Scratch:
@@ -333,27 +342,44 @@ class SparseIndex:
 
     def search_tokens(self, tokens: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows with a positive score, best first: (rows int64, scores float32)."""
-        if self.backend == "numba" and self._bm25 is not None and self._bm25.nonoccurrence_array is None:
-            ids = self.query_ids(tokens)
-            if not ids or k <= 0:
-                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-            return self._search_compiled(np.asarray(ids, dtype=np.int64), min(k, self.size))
-        scores = self.scores_for_tokens(tokens)
-        return top_k(scores, k)
+        rows, vals, _, _ = self.search_tokens_with(tokens, k)
+        return rows, vals
 
-    def _search_compiled(self, qids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search_tokens_with(self, tokens: list[str], k: int, rows_of_interest: np.ndarray | None = None):
+        """Top-k as :meth:`search_tokens`, plus what fusion needs without a full score array: the scores of
+        ``rows_of_interest`` and ``(mean, std)`` of the scores over all rows.
+
+        Returns ``(rows, scores, scores_of_interest, (mean, std))``."""
+        extra = np.zeros(0, np.int64) if rows_of_interest is None else np.asarray(rows_of_interest, np.int64)
+        k = min(k, self.size)
+        ids = self.query_ids(tokens) if k > 0 else []
+        if not ids:
+            return (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32),
+                    np.zeros(len(extra), dtype=np.float32), (0.0, 0.0))
+        if self.backend == "numba" and self._bm25.nonoccurrence_array is None:
+            return self._search_compiled(np.asarray(ids, dtype=np.int64), k, extra)
+        scores = self._bm25.get_scores_from_ids(ids)
+        rows, vals = top_k(scores, k)
+        return rows, vals, scores[extra].astype(np.float32), (float(scores.mean()), float(scores.std()))
+
+    def _search_compiled(self, qids: np.ndarray, k: int, extra: np.ndarray):
         sc = self._bm25.scores
         if self._scratch is None:
             self._scratch = _Scratch(self.size)
         bufs = self._scratch.take()
         out_rows, out_scores = np.empty(k, np.int32), np.empty(k, np.float32)
+        extra_out = np.empty(len(extra), np.float32)
         try:
-            size = _kernel()(sc["data"], sc["indices"], sc["indptr"], qids, k, *bufs, out_rows, out_scores)
+            size, s1, s2 = _kernel()(sc["data"], sc["indices"], sc["indptr"], qids, k, *bufs, out_rows, out_scores,
+                                     extra, extra_out)
         finally:
             self._scratch.give(bufs)
         rows, vals = out_rows[:size].astype(np.int64), out_scores[:size]
         order = np.lexsort((rows, -vals))
-        return rows[order], vals[order]
+        n = max(self.size, 1)
+        mean = s1 / n
+        std = float(np.sqrt(max(s2 / n - mean * mean, 0.0)))
+        return rows[order], vals[order], extra_out, (mean, std)
 
     def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.search_tokens(self.tokenizer(query), k)
@@ -366,7 +392,7 @@ class SparseIndex:
             ix = np.array([0, 1], np.int32)
             acc, seen, touched = np.zeros(2, np.float32), np.zeros(2, np.uint8), np.zeros(2, np.int32)
             _kernel()(d, ix, ip, np.zeros(1, np.int64), 1, acc, seen, touched, np.empty(1, np.int32),
-                      np.empty(1, np.float32))
+                      np.empty(1, np.float32), np.zeros(1, np.int64), np.empty(1, np.float32))
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

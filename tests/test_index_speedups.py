@@ -60,6 +60,27 @@ def test_compiled_top_k_equals_numpy_top_k(sample_corpus):
     assert tied.search("alpha", 2)[0].tolist() == [0, 1]
 
 
+@pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba is not installed")
+def test_compiled_fusion_inputs_equal_the_full_score_array(sample_corpus):
+    """The kernel's extra-row scores and score moments are what fusion would read off the full array."""
+    texts = _texts(sample_corpus)
+    fast = SparseIndex(backend="numba").build(texts)
+    rng = np.random.default_rng(1)
+    for q in QUERIES:
+        qt = fast.tokenizer(q)
+        full = fast.scores_for_tokens(qt)
+        extra = rng.choice(len(texts), 40, replace=False)
+        rows, vals, of_extra, (mean, std) = fast.search_tokens_with(qt, 25, extra)
+        np.testing.assert_allclose(of_extra, full[extra], rtol=1e-6)
+        np.testing.assert_allclose([mean, std], [full.astype(np.float64).mean(), full.astype(np.float64).std()],
+                                   rtol=1e-5, atol=1e-9)
+        want_rows, want_vals = top_k(full, 25)
+        assert rows.tolist() == want_rows.tolist()
+        slow = SparseIndex(backend="numpy").build(texts).search_tokens_with(qt, 25, extra)
+        np.testing.assert_allclose(slow[2], of_extra, rtol=1e-6)
+        np.testing.assert_allclose(slow[3], (mean, std), rtol=1e-5, atol=1e-9)
+
+
 def test_rebuild_from_stored_token_ids_equals_fresh_build(tmp_path, sample_corpus):
     texts = _texts(sample_corpus)
     old = SparseIndex().build(texts[:200])
