@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 LOCAL_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
-ONNX_FORMAT = 1
+ONNX_FORMAT = 2  # 2: eager attention in the export (1 exported SDPA: its NaN guards took a fifth of the time)
 
 
 class EmbedderError(RuntimeError):
@@ -198,7 +199,9 @@ def export_onnx(model_path: str | Path, cache_dir: str | Path, quantize: bool) -
         import torch
         from transformers import AutoModel
 
-        model = AutoModel.from_pretrained(str(model_path), local_files_only=True).eval()
+        # Eager attention exports as plain MatMul/Softmax. The SDPA export adds IsNaN/Where guards on
+        # every attention matrix: 21% of int8 inference time, and int8 throughput 1.45x lower (measured).
+        model = AutoModel.from_pretrained(str(model_path), local_files_only=True, attn_implementation="eager").eval()
 
         class _Hidden(torch.nn.Module):
             def __init__(self, m):
@@ -260,11 +263,18 @@ class OnnxEmbedder:
         self.onnx_path = export_onnx(self.model_path, cache_dir, quantize)
         self.backend = "onnx-int8" if quantize else "onnx"
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
+        providers = _ort_providers(ort)
+        on_gpu = providers[0] == "CUDAExecutionProvider"
+        # On the CPU, batches run side by side, one core each: on two cores that measured 1.36x the
+        # throughput of one batch at a time on two intra-op threads, and a one-query latency no worse.
+        self.workers = 1 if on_gpu else (threads or max(1, min(os.cpu_count() or 1, 8)))
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or max(1, min(os.cpu_count() or 1, 8))
+        so.intra_op_num_threads = 0 if on_gpu else 1
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.onnx_path), so, providers=_ort_providers(ort))
+        self.session = ort.InferenceSession(str(self.onnx_path), so, providers=providers)
+        self._pool = None
+        self._pool_lock = threading.Lock()
         self.batch_size, self.max_seq_length = batch_size, max_seq_length
         self.model_id = LOCAL_MODEL_ID
         self.dim = 384
@@ -295,16 +305,34 @@ class OnnxEmbedder:
                               add_special_tokens=True)["input_ids"]
         order = np.argsort([len(x) for x in ids], kind="stable")  # length bucketing: little padding
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        budget = self.batch_size * 128  # tokens per batch: short texts go in bigger batches
-        i = 0
+        # tokens per batch: short texts go in bigger batches; at least one batch per worker when there is work
+        total = sum(len(x) for x in ids)
+        budget = max(512, min(self.batch_size * 128, -(-total // self.workers)))
+        batches, i = [], 0
         while i < len(order):
             j = i + 1
             while j < len(order) and (j - i + 1) * len(ids[order[j]]) <= budget and j - i < 4 * self.batch_size:
                 j += 1
-            rows = order[i:j]
-            out[rows] = self._run([ids[r] for r in rows])
+            batches.append(order[i:j])
             i = j
+
+        def run(rows):
+            out[rows] = self._run([ids[r] for r in rows])
+
+        if len(batches) == 1 or self.workers == 1:
+            for rows in batches:
+                run(rows)
+        else:
+            list(self._executor().map(run, batches))
         return out
+
+    def _executor(self):
+        with self._pool_lock:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="onnx-embed")
+            return self._pool
 
     def encode_documents(self, texts: list[str]) -> np.ndarray:
         return self._encode(list(texts))
