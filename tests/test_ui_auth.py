@@ -48,3 +48,23 @@ def test_odd_input_never_crashes(settings):
         with pytest.raises(AdminDenied):
             require_admin(user, pw, settings, environ=env)
         auth.reset_throttle()
+
+
+def test_the_guessing_brake_is_per_client(settings):
+    env = {"HYBRID_RAG_ADMIN_PASSWORD": "right"}
+    for _ in range(auth.MAX_FAILURES):
+        with pytest.raises(AdminDenied, match="Wrong"):
+            require_admin("admin", "guess", settings, environ=env, client="10.0.0.66")
+    with pytest.raises(AdminDenied, match="Too many"):
+        require_admin("admin", "right", settings, environ=env, client="10.0.0.66")
+    # the real admin, elsewhere, is not locked out by someone else's guessing
+    assert require_admin("admin", "right", settings, environ=env, client="10.0.0.7") == "admin"
+
+
+def test_client_of_a_gradio_request():
+    class Req:
+        class client:
+            host = "192.0.2.4"
+
+    assert auth.client_of(Req()) == "192.0.2.4"
+    assert auth.client_of(None) == "-"

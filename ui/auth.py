@@ -29,33 +29,44 @@ class AdminDenied(PermissionError):
 
 
 class _Throttle:
-    """Process-wide brake on password guessing."""
+    """Brake on password guessing, per client address: one guesser cannot lock the real admin out
+    from another machine. (Behind a reverse proxy every client shares the proxy's address.)"""
+
+    MAX_CLIENTS = 10_000  # addresses remembered; the oldest is forgotten first
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._failures: deque[float] = deque()
-        self._locked_until = 0.0
+        self._clients: dict[str, tuple[deque, list]] = {}  # client -> (failure times, [locked until])
 
-    def check(self, now: float) -> None:
-        with self._lock:
-            if now < self._locked_until:
-                raise AdminDenied(f"Too many wrong admin passwords: try again in {self._locked_until - now:.0f} s.")
+    def _state(self, client: str):
+        st = self._clients.get(client)
+        if st is None:
+            st = self._clients[client] = (deque(), [0.0])
+            while len(self._clients) > self.MAX_CLIENTS:
+                self._clients.pop(next(iter(self._clients)))
+        return st
 
-    def fail(self, now: float) -> None:
+    def check(self, now: float, client: str = "-") -> None:
         with self._lock:
-            self._failures.append(now)
-            while self._failures and now - self._failures[0] > FAILURE_WINDOW_S:
-                self._failures.popleft()
-            if len(self._failures) >= MAX_FAILURES:
-                self._locked_until = now + LOCKOUT_S
-                self._failures.clear()
-                log.warning("admin: %d wrong passwords in %.0f s; admin actions locked for %.0f s",
-                            MAX_FAILURES, FAILURE_WINDOW_S, LOCKOUT_S)
+            st = self._clients.get(client)
+            if st is not None and now < st[1][0]:
+                raise AdminDenied(f"Too many wrong admin passwords: try again in {st[1][0] - now:.0f} s.")
+
+    def fail(self, now: float, client: str = "-") -> None:
+        with self._lock:
+            failures, locked = self._state(client)
+            failures.append(now)
+            while failures and now - failures[0] > FAILURE_WINDOW_S:
+                failures.popleft()
+            if len(failures) >= MAX_FAILURES:
+                locked[0] = now + LOCKOUT_S
+                failures.clear()
+                log.warning("admin: %d wrong passwords in %.0f s from %s; admin actions locked there for %.0f s",
+                            MAX_FAILURES, FAILURE_WINDOW_S, client, LOCKOUT_S)
 
     def reset(self) -> None:
         with self._lock:
-            self._failures.clear()
-            self._locked_until = 0.0
+            self._clients.clear()
 
 
 _THROTTLE = _Throttle()
@@ -79,26 +90,34 @@ def not_configured_message(settings) -> str:
 
 
 def require_admin(username: str | None, password: str | None, settings, *, action: str = "do this",
-                  environ=None) -> str:
+                  environ=None, client: str | None = None) -> str:
     """Return the admin user name, or raise :class:`AdminDenied` with a message for the user.
 
-    ``action`` completes "Only an admin can …", e.g. ``"upload files"``.
+    ``action`` completes "Only an admin can …", e.g. ``"upload files"``. ``client`` (the caller's
+    address) keys the guessing brake.
     """
     expected = admin_password(settings, environ)
     if expected is None:
         raise AdminDenied(not_configured_message(settings))
     now = time.monotonic()
-    _THROTTLE.check(now)
+    client = client or "-"
+    _THROTTLE.check(now, client)
     user = (username or "").strip()
     if not password:
         raise AdminDenied(f"Only an admin can {action}: sign in with the admin user name and password first.")
     ok_user = hmac.compare_digest(user.encode("utf-8", "replace"), settings.admin.username.encode("utf-8"))
     ok_pass = hmac.compare_digest(str(password).encode("utf-8", "replace"), expected.encode("utf-8"))
     if not (ok_user and ok_pass):
-        _THROTTLE.fail(now)
+        _THROTTLE.fail(now, client)
         log.warning("admin: refused %s (wrong user name or password)", action)
         raise AdminDenied(f"Wrong admin user name or password: not allowed to {action}.")
     return user
+
+
+def client_of(request) -> str:
+    """The client address of a Gradio request ("-" when there is none, as in direct calls)."""
+    host = getattr(getattr(request, "client", None), "host", None)
+    return str(host) if host else "-"
 
 
 def reset_throttle() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from .auth import AdminDenied, admin_configured, not_configured_message, require_admin
+from .auth import AdminDenied, admin_configured, client_of, not_configured_message, require_admin
 from .render import message_html
 
 log = logging.getLogger(__name__)
@@ -124,18 +124,18 @@ def _names_update(backend, value=None):
 # handlers (each admin one checks credentials first)
 # ------------------------------------------------------------------------------------------------
 
-def check_signin(backend, user, password) -> str:
+def check_signin(backend, user, password, client=None) -> str:
     try:
-        require_admin(user, password, backend.settings, action="sign in")
+        require_admin(user, password, backend.settings, action="sign in", client=client)
     except AdminDenied as e:
         return message_html(str(e), "error")
     return message_html(f"Signed in as {user}. Every change is checked against these credentials again.", "ok")
 
 
-def create_collection(backend, user, password, name):
+def create_collection(backend, user, password, name, client=None):
     name = (name or "").strip()
     try:
-        require_admin(user, password, backend.settings, action="create a collection")
+        require_admin(user, password, backend.settings, action="create a collection", client=client)
         if not name:
             raise ValueError("Type a name for the new collection first.")
         backend.create_collection(name)
@@ -148,9 +148,9 @@ def create_collection(backend, user, password, name):
             _names_update(backend, name), rows, docs_dd, summary, "")
 
 
-def delete_collection(backend, user, password, name, confirmed):
+def delete_collection(backend, user, password, name, confirmed, client=None):
     try:
-        require_admin(user, password, backend.settings, action="delete a collection")
+        require_admin(user, password, backend.settings, action="delete a collection", client=client)
         if not name:
             raise ValueError("Select a collection to delete.")
         if not confirmed:
@@ -163,12 +163,12 @@ def delete_collection(backend, user, password, name, confirmed):
     return message_html(f"Deleted collection {name!r}.", "ok"), upd, rows, docs_dd, summary, False
 
 
-def upload(backend, files, user, password, name, progress=gr.Progress()):
+def upload(backend, files, user, password, name, progress=gr.Progress(), client=None):
     """Ingest the uploaded files; yields nothing but returns (message, results, docs, doc dd, summary, files)."""
     skip6 = (gr.skip(),) * 5
     files = [f for f in (files or []) if f]
     try:
-        require_admin(user, password, backend.settings, action="upload files")
+        require_admin(user, password, backend.settings, action="upload files", client=client)
     except AdminDenied as e:
         return (message_html(str(e), "error"), *skip6)
     lim = backend.settings.limits
@@ -205,9 +205,9 @@ def upload(backend, files, user, password, name, progress=gr.Progress()):
     return message_html(msg, kind), result_rows(results), rows, docs_dd, summary, None
 
 
-def delete_document(backend, user, password, name, doc_id):
+def delete_document(backend, user, password, name, doc_id, client=None):
     try:
-        require_admin(user, password, backend.settings, action="delete a document")
+        require_admin(user, password, backend.settings, action="delete a document", client=client)
         if not name or not doc_id:
             raise ValueError("Select a collection and a document first.")
         n = backend.remove_documents(name, [doc_id])
@@ -287,28 +287,41 @@ def build(backend, collections_dd_holder: list) -> dict:
                           column_widths=["6%", "8%", "20%", "66%"])
     collections_dd_holder.append(collection)
 
-    signin.click(lambda u, p: check_signin(backend, u, p), [user, password], admin_msg, api_visibility="private")
-    password.submit(lambda u, p: check_signin(backend, u, p), [user, password], admin_msg,
-                    api_visibility="private")
+    # every admin handler takes the caller's address from Gradio's request: it keys the guessing brake
+    def _signin(u, p, request: gr.Request):
+        return check_signin(backend, u, p, client=client_of(request))
+
+    signin.click(_signin, [user, password], admin_msg, api_visibility="private")
+    password.submit(_signin, [user, password], admin_msg, api_visibility="private")
+
     def _views_and_preview(n):
         rows, dd, summ = _doc_views(backend, n)
         return rows, dd, summ, preview(backend, n, dd["value"]) or None
 
-    collection.change(_views_and_preview, collection, [docs_table, doc, summary, chunks])
-    ev_create = create.click(lambda u, p, n: create_collection(backend, u, p, n), [user, password, new_name],
-                 [action_msg, collection, docs_table, doc, summary, new_name], api_visibility="private")
-    ev_delete = delete_col.click(lambda u, p, n, c: delete_collection(backend, u, p, n, c), [user, password, collection, confirm],
-                     [action_msg, collection, docs_table, doc, summary, confirm], api_visibility="private")
+    def _create(u, p, n, request: gr.Request):
+        return create_collection(backend, u, p, n, client=client_of(request))
 
-    def _upload(f, u, p, n, progress=gr.Progress()):
-        return upload(backend, f, u, p, n, progress=progress)
+    def _delete_col(u, p, n, c, request: gr.Request):
+        return delete_collection(backend, u, p, n, c, client=client_of(request))
+
+    collection.change(_views_and_preview, collection, [docs_table, doc, summary, chunks])
+    ev_create = create.click(_create, [user, password, new_name],
+                             [action_msg, collection, docs_table, doc, summary, new_name], api_visibility="private")
+    ev_delete = delete_col.click(_delete_col, [user, password, collection, confirm],
+                                 [action_msg, collection, docs_table, doc, summary, confirm], api_visibility="private")
+
+    def _upload(f, u, p, n, request: gr.Request, progress=gr.Progress()):
+        return upload(backend, f, u, p, n, progress=progress, client=client_of(request))
 
     up = ingest_btn.click(_upload, [files, user, password, collection],
                           [action_msg, results, docs_table, doc, summary, files], concurrency_limit=1,
                           concurrency_id="ingest", api_visibility="private")
     preview_btn.click(lambda n, d: preview(backend, n, d), [collection, doc], chunks)
     doc.change(lambda n, d: preview(backend, n, d), [collection, doc], chunks)
-    delete_doc.click(lambda u, p, n, d: delete_document(backend, u, p, n, d), [user, password, collection, doc],
+    def _delete_doc(u, p, n, d, request: gr.Request):
+        return delete_document(backend, u, p, n, d, client=client_of(request))
+
+    delete_doc.click(_delete_doc, [user, password, collection, doc],
                      [action_msg, docs_table, doc, summary, chunks], concurrency_limit=1, concurrency_id="ingest",
                      api_visibility="private")
 
