@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import threading
-import threading
 from functools import lru_cache
 from pathlib import Path
 
