@@ -189,7 +189,7 @@ def main(argv=None) -> int:
                     **conc.run(r, qtexts, users=args.users, turns=2 if args.quick else 3)}
 
         section("concurrency", concurrency)
-        section("gpu", lambda: _gpu(synth, q_vecs, docs, args))
+        section("gpu", lambda: _gpu(args))
     finally:
         report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         save()
@@ -252,11 +252,13 @@ def _ttft(args, data_dir) -> dict:
     return res
 
 
-def _gpu(synth, q_vecs, docs, args) -> dict:
-    """FAISS on the GPU (exact search) and GPU embedding, each against the CPU in the same run."""
-    from rag.dense import DenseIndex, gpu_count
+def _gpu(args) -> dict:
+    """FAISS on the GPU (exact and IVF-SQ8) and GPU embedding, each against the CPU in the same run
+    (bench/gpu.py, which also runs on its own: ``python -m bench.gpu``)."""
+    from rag.dense import gpu_count
+    from rag.embed import packaged_minilm_path
 
-    from .common import recall_at, summary, timed
+    from . import gpu
 
     try:
         import torch
@@ -271,31 +273,9 @@ def _gpu(synth, q_vecs, docs, args) -> dict:
                           "tests/test_dense.py::test_gpu_exact_search_matches_cpu runs where one is.")
         return out
     if gpu_count():
-        n = max(s for s in args.sizes)
-        vecs = synth.vectors(min(n, 1_000_000))
-        cpu = DenseIndex(vecs.shape[1], exact_max=10**12, use_gpu="never").build(vecs)
-        gpu = DenseIndex(vecs.shape[1], exact_max=10**12, use_gpu="auto").build(vecs)
-        _, a = cpu.search(q_vecs, 10)
-        _, b = gpu.search(q_vecs, 10)
-        out["faiss_exact"] = {"size": len(vecs), "device": gpu.device,
-                              "cpu": summary(timed(lambda v: cpu.search(v, 100), list(q_vecs))),
-                              "gpu": summary(timed(lambda v: gpu.search(v, 100), list(q_vecs))),
-                              "gpu_vs_cpu_recall@10": recall_at(b, a)}
+        out["faiss"] = gpu.faiss_section(min(max(args.sizes), 1_000_000), max(args.queries, 200), 256)
     if cuda:
-        from .ingest import throughput  # noqa: F401  (the CPU figures are in the ingest section)
-        from sentence_transformers import SentenceTransformer
-
-        from rag.embed import packaged_minilm_path
-
-        texts = [d["text"] for d in docs[:512]]
-        res = {}
-        for dev in ("cpu", "cuda"):
-            st = SentenceTransformer(str(packaged_minilm_path()), device=dev, local_files_only=True)
-            st.encode(texts[:32])
-            t = time.perf_counter()
-            st.encode(texts, batch_size=64)
-            res[dev] = round(len(texts) / (time.perf_counter() - t), 1)
-        out["embedding_chunks_per_s"] = res
+        out["embedding"] = gpu.embedding_section(str(packaged_minilm_path()), 2048)
     return out
 
 
