@@ -1,34 +1,19 @@
-"""Concurrent chat users against the fake NIM (tests/fake_nim.py): retrieval + ``rag.answer.answer()``
+"""Concurrent chat users against the fake NIM (rag/testing/fake_nim.py): retrieval + ``rag.answer.answer()``
 per turn, in threads (as the Gradio server runs handlers). Reports errors and the app's overhead on
 time to first token: TTFT measured by the user (retrieval included) minus the fake server's fixed TTFT,
 and the same from the start of ``answer()`` (retrieval excluded)."""
 from __future__ import annotations
 
-import sys
 import threading
 import time
-from pathlib import Path
-
-import numpy as np
 
 from .common import pct
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def available() -> str | None:
-    """None when the pieces exist, else why not."""
-    for f in ("rag/answer.py", "tests/fake_nim.py"):
-        if not (REPO / f).exists():
-            return f"{f} does not exist yet"
-    return None
-
 
 def run(retriever, queries: list[str], users=(10, 50), turns: int = 3, server_ttft_ms: float = 50.0) -> dict:
-    sys.path.insert(0, str(REPO / "tests"))
-    import fake_nim
     from rag.answer import Done, Token, answer
     from rag.llm import HealthCache
+    from rag.testing import fake_nim
 
     # a listen backlog of 5 (socketserver's default) makes a 50-user burst wait on SYN retries:
     # a fake-server artefact, not the app's; real NIMs (uvicorn) listen with a backlog of 2048
@@ -104,4 +89,4 @@ def run(retriever, queries: list[str], users=(10, 50), turns: int = 3, server_tt
     return out
 
 
-__all__ = ["run", "available"]
+__all__ = ["run"]

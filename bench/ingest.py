@@ -2,9 +2,7 @@
 faster backends on SciFact, and adding one document to a large collection."""
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -34,7 +32,12 @@ def throughput(docs: list[dict], n: int, cache_dir: Path, batch: int = 32) -> di
     """chunks/s of each embedding path on the same n chunks; the baseline runs first and last."""
     from sentence_transformers import SentenceTransformer
 
-    from rag.embed import LocalEmbedder, OnnxEmbedder, onnx_available, packaged_minilm_path
+    from rag.embed import (
+        LocalEmbedder,
+        OnnxEmbedder,
+        onnx_available,
+        packaged_minilm_path,
+    )
 
     st = SentenceTransformer(str(packaged_minilm_path()), device="cpu", local_files_only=True)
     st.max_seq_length = 256

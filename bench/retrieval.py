@@ -13,9 +13,9 @@ own index builder on the same token ids.
 from __future__ import annotations
 
 import gc
-import shutil
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import time
@@ -29,7 +29,7 @@ from rag.sparse import SparseIndex
 from rag.store import CollectionWriter, DocRecord, open_collection
 from rag.types import Chunk
 
-from .common import recall_at, rss_bytes, summary, timed
+from .common import recall_at, summary, timed
 
 log = logging.getLogger(__name__)
 

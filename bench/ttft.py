@@ -2,7 +2,7 @@
 
     python -m bench.ttft [--n 100] [--server-ttft-ms 50] [--out bench/results/ttft.json]
 
-A fake OpenAI-compatible server on loopback (tests/fake_nim.py) waits a fixed time before its first
+A fake OpenAI-compatible server on loopback (rag/testing/fake_nim.py) waits a fixed time before its first
 token. For each request we measure
 
 - raw: a bare ``requests`` streaming POST to the server, until the first content chunk (the floor:
@@ -21,16 +21,14 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+from rag.testing.fake_nim import FakeNIM, Script, fake_catalog
 
-from fake_nim import FakeNIM, Script, fake_catalog  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def pct(xs, q):

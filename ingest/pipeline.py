@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from rag.errors import user_message
 from rag.store import CollectionWriter, DocRecord
 from rag.types import Chunk, Document
 
+from .archive import is_archive, iter_archive
 from .chunking import chunk_document
-from .loaders import LoadError, _unique, is_archive, iter_archive, load, safe_name
+from .formats import LoadError, load
+from .names import safe_name, unique_name
 
 log = logging.getLogger(__name__)
 
@@ -121,17 +123,13 @@ def ingest(collection: str, files: Iterable[tuple[str, bytes | Path]], *, settin
     limits = settings.limits
     results: list[FileResult] = []
     report = progress or (lambda f, m: None)
-    with CollectionWriter(
-        collection, settings.data_dir, embedder_id=embedder.model_id, dim=embedder.dim,
-        chunking=settings.chunking.model_dump(), sparse_settings=settings.sparse,
-        dense_settings=settings.dense, index_title=settings.retrieval.index_title,
-    ) as writer:
+    with CollectionWriter(collection, settings, embedder_id=embedder.model_id, dim=embedder.dim) as writer:
         current = [0.0, ""]
         batch = _Batch(writer, embedder, lambda n: report(current[0], f"{current[1]}: {n} chunks embedded"))
         chunk_cfg = writer.chunking
         seen: set[str] = set()
         for i, (name, src) in enumerate(files):
-            display = _unique(display_name(name), seen)  # two files named alike in one batch both land
+            display = unique_name(display_name(name), seen)  # two files named alike in one batch both land
             current[:] = [i / max(total, 1), f"{display} ({i + 1}/{total})"]
             report(*current)
             results.extend(_ingest_file(display, src, limits, writer, batch, chunk_cfg, embedder))
@@ -152,8 +150,8 @@ def _guard(label: str, fn) -> FileResult:
     except MemoryError:
         return FileResult(label, "failed", error=f"{label}: too large to process in memory; split it into smaller files.")
     except Exception as e:  # never let one file take the batch down
-        log.exception("ingest of %s failed", label)
-        return FileResult(label, "failed", error=f"{label}: could not be ingested ({type(e).__name__}: {e}).")
+        return FileResult(label, "failed", error=f"{label}: " + user_message(
+            e, f"Ingesting {label}") + " Check that the file opens in its usual program, or convert it to PDF or text.")
 
 
 def _ingest_file(display, src, limits, writer, batch, chunk_cfg, embedder) -> list[FileResult]:
@@ -201,7 +199,8 @@ def _read(src, max_bytes: int, display: str) -> bytes:
         try:
             size = path.stat().st_size
         except OSError as e:
-            raise LoadError(f"{display}: cannot be read ({e.strerror}); check the path and its permissions.")
+            raise LoadError(f"{display}: cannot be read ({e.strerror or 'I/O error'}); check the path and its "
+                            "permissions.") from None
         if size > max_bytes:
             raise LoadError(_too_big(display, size, max_bytes))
         data = path.read_bytes()
@@ -258,11 +257,7 @@ def _ingest_one(label: str, name: str, data: bytes, writer: CollectionWriter, ba
 def remove_documents(collection: str, doc_ids: Iterable[str], *, settings) -> int:
     """Delete documents from a collection (one new version). Returns how many existed."""
     n = 0
-    with CollectionWriter(
-        collection, settings.data_dir, embedder_id=None, dim=None,
-        chunking=settings.chunking.model_dump(), sparse_settings=settings.sparse,
-        dense_settings=settings.dense, index_title=settings.retrieval.index_title,
-    ) as writer:
+    with CollectionWriter(collection, settings) as writer:
         for d in doc_ids:
             if writer.has_document(d):
                 writer.remove(d)

@@ -1,18 +1,12 @@
-"""The streamed answer: question + history + hits -> prompt within the model's budget -> events.
+"""Generation: question + history + hits -> prompt within the model's budget -> routed, streamed events.
 
-One :func:`answer` serves the chat tab, the CLI and the compare tab::
-
-    for ev in answer(question, result.hits, query_vector=result.query_vector,
-                     retrieval_ms=result.retrieval_ms):
-        if isinstance(ev, Sources): show(ev.hits)          # exactly the chunks in the prompt, as [1]..[n]
-        elif isinstance(ev, Token): print(ev.text, end="")
-        elif isinstance(ev, Done): show(ev.meta)            # route, model, endpoint, timings, usage, ...
-
-Events, in order: one :class:`Sources`, any number of :class:`Token`, one :class:`Done`.
-``answer`` validates its arguments before returning the iterator (bad sampling values raise
-:class:`~rag.catalog.ParamsError` at the call). It raises :class:`NoModelAvailable` from the iterator
-when every endpoint in the chain failed, with each reason. It keeps no state between calls, so the
-compare tab can run several at once in threads.
+This is the generate stage of :func:`rag.ask.ask`, which every face (Chat tab, Compare, CLI) calls;
+nothing else calls :func:`answer` directly. Events, in order: one :class:`Sources` (exactly the chunks in
+the prompt, as [1]..[n]), any number of :class:`Token`, one :class:`Done` (route, model, endpoint,
+timings, usage, ...). ``answer`` validates its arguments before returning the iterator (bad sampling
+values raise :class:`~rag.catalog.ParamsError` at the call). It raises :class:`NoModelAvailable` from
+the iterator when every endpoint in the chain failed, with each reason. It keeps no state between calls,
+so Compare can run several at once in threads.
 """
 from __future__ import annotations
 
@@ -24,10 +18,21 @@ from typing import Iterator
 
 import numpy as np
 
-from .catalog import ROUTES, Catalog, ModelSpec, SamplingParams, default_catalog, validate_params
-from .llm import (HEALTH, ChatClient, EmbeddedUnavailable, EndpointError, HealthCache, LLMError, NeedsKey,
-                  StreamBroken,
-                  make_client, probe, redact)
+from .catalog import ROUTES, Catalog, ModelSpec, SamplingParams, validate_params
+from .errors import InvalidInput
+from .llm import (
+    HEALTH,
+    ChatClient,
+    EmbeddedUnavailable,
+    EndpointError,
+    HealthCache,
+    LLMError,
+    NeedsKey,
+    StreamBroken,
+    make_client,
+    probe,
+    redact,
+)
 from .router import Router, decide
 from .types import Hit
 
@@ -251,11 +256,27 @@ def _candidates(catalog: Catalog, model: ModelSpec, mode: str) -> list[tuple[Mod
     return out
 
 
+def validate_request(question, *, route: str, model: str | None, params, history, catalog: Catalog) -> SamplingParams:
+    """Check a request before anything streams; return the validated sampling parameters.
+
+    Raises :class:`~rag.errors.InvalidInput` (or ``ParamsError``/``UnknownModelError``) naming what is wrong."""
+    if not isinstance(question, str) or not question.strip():
+        raise InvalidInput("The question is empty: type a question.")
+    if route != "auto" and route not in ROUTES:
+        raise InvalidInput(f"Unknown route {route!r}: use auto, {', '.join(ROUTES)}.")
+    if model:
+        catalog.get_model(model)  # UnknownModelError now, not mid-stream
+    for h in history or []:
+        if not isinstance(h, dict) or h.get("role") not in ("user", "assistant", "system") or "content" not in h:
+            raise InvalidInput("history must be a list of {'role': 'user'|'assistant', 'content': str} dicts.")
+    return validate_params(params)
+
+
 def answer(question: str, hits: list[Hit], *, history: list[dict] | None = None, route: str = "auto",
            model: str | None = None, params: dict | SamplingParams | None = None,
            query_vector: np.ndarray | None = None, retrieval_ms: float | None = None,
-           catalog: Catalog | None = None, router: Router | None = None,
-           health: HealthCache | None = None) -> Iterator[Event]:
+           catalog: Catalog, router: Router | None = None, health: HealthCache | None = None,
+           embedded_options: dict | None = None) -> Iterator[Event]:
     """Answer ``question`` from ``hits``, streaming events (see the module docstring).
 
     Args:
@@ -268,7 +289,10 @@ def answer(question: str, hits: list[Hit], *, history: list[dict] | None = None,
             presence_penalty) on top of the model's defaults; validated here.
         query_vector: the query embedding dense retrieval computed (the router reuses it).
         retrieval_ms: reported back in the metadata.
-        catalog, router, health: defaults are the process-wide ones from configs/.
+        catalog: the model catalog (``Catalog.from_settings``).
+        router: the auto router (``Router.from_settings``); needed when ``route`` is ``auto``.
+        health: endpoint health cache (default: the process-wide one).
+        embedded_options: ``threads``/``repack`` for the embedded model (the ``offline_llm`` settings).
 
     ``Done.meta``: route, reason, mode, model, model_name, api_model, endpoint {name, kind, base_url},
     fallbacks [{endpoint, model, reason}], embedded, warning, retrieval_ms, ttft_ms, total_ms,
@@ -276,23 +300,14 @@ def answer(question: str, hits: list[Hit], *, history: list[dict] | None = None,
     (sources that read like instructions, see :func:`injection_flags`), chunks_dropped,
     history {turns, kept, condensed, dropped}, params, finish_reason, partial, error.
     """
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("The question is empty: type a question.")
-    if route != "auto" and route not in ROUTES:
-        raise ValueError(f"Unknown route {route!r}: use auto, {', '.join(ROUTES)}.")
-    user_params = validate_params(params)
-    catalog = catalog or default_catalog()
-    if model:
-        catalog.get_model(model)  # UnknownModelError now, not mid-stream
-    for h in history or []:
-        if not isinstance(h, dict) or h.get("role") not in ("user", "assistant", "system") or "content" not in h:
-            raise ValueError("history must be a list of {'role': 'user'|'assistant', 'content': str} dicts.")
+    user_params = validate_request(question, route=route, model=model, params=params, history=history,
+                                   catalog=catalog)
     return _run(question, list(hits), list(history or []), route, model, user_params, query_vector,
-                retrieval_ms, catalog, router, health or HEALTH)
+                retrieval_ms, catalog, router, health or HEALTH, dict(embedded_options or {}))
 
 
 def _run(question, hits, history, route, model, user_params, query_vector, retrieval_ms, catalog, router,
-         health) -> Iterator[Event]:
+         health, embedded_options) -> Iterator[Event]:
     t0 = time.perf_counter()
     decision = decide(question, catalog=catalog, route=route, model=model, query_vector=query_vector,
                       router=router)
@@ -322,7 +337,7 @@ def _run(question, hits, history, route, model, user_params, query_vector, retri
             fallbacks.append({"endpoint": ep_name, "model": spec.id,
                               "reason": f"serves {', '.join(sorted(served))}, not {api_model}"})
             continue
-        client = make_client(catalog, ep_name, spec)
+        client = make_client(catalog, ep_name, spec, **(embedded_options if ep.kind == "embedded" else {}))
         params = spec.params.merged(user_params)
         try:
             prompt = build_prompt(question, hits, history, client, params)
@@ -383,5 +398,5 @@ def _run(question, hits, history, route, model, user_params, query_vector, retri
     raise NoModelAvailable(fallbacks)
 
 
-__all__ = ["answer", "Sources", "Token", "Done", "Event", "Citations", "parse_citations", "build_prompt", "injection_flags",
+__all__ = ["answer", "validate_request", "Sources", "Token", "Done", "Event", "Citations", "parse_citations", "build_prompt", "injection_flags",
            "NoModelAvailable", "PromptTooLong", "SYSTEM_PROMPT", "EMBEDDED_WARNING"]

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import HybridRagError
+
 OUTCOMES = ("A", "B", "C", "D", "tie", "bad")
 LABELS = "ABCD"
 ELO_BASE = 1000.0
@@ -47,7 +49,7 @@ CREATE TABLE IF NOT EXISTS votes (
 """
 
 
-class ArenaError(ValueError):
+class ArenaError(HybridRagError, ValueError):
     pass
 
 

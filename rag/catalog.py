@@ -1,7 +1,8 @@
 """The model catalog (``configs/models.yaml``): models, endpoints, routes, fallback order, sampling params.
 
 Everything here is data and validation; nothing makes a network call. The catalog is read once per
-process (:func:`default_catalog`) and is read-only afterwards, so threads can share it.
+process from the settings (``Catalog.from_settings``; ``settings.models`` is ``configs/models.yaml``) and is
+read-only afterwards, so threads can share it.
 
 Endpoint kinds:
 
@@ -13,22 +14,18 @@ Endpoint kinds:
 from __future__ import annotations
 
 import os
-from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .config import CONFIG_DIR
+from .errors import HybridRagError, InvalidInput
+from .schema import CsvList, Strict
 
 ROUTES = ("speed", "quality", "openusd")
 ENDPOINT_KINDS = ("local_nim", "nvidia_hosted", "openai_compatible", "embedded")
-MODELS_ENV = "HYBRID_RAG_MODELS"                   # another catalog file
-FALLBACK_ENV = "HYBRID_RAG_FALLBACK_ORDER"         # e.g. "hosted,embedded"
 
 
-class CatalogError(ValueError):
+class CatalogError(HybridRagError, ValueError):
     """The catalog file is missing or invalid."""
 
 
@@ -36,15 +33,11 @@ class UnknownModelError(CatalogError):
     """A model id (or alias) that the catalog does not list."""
 
 
-class ParamsError(ValueError):
+class ParamsError(InvalidInput):
     """A sampling parameter is unknown or out of range."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SamplingParams(_Strict):
+class SamplingParams(Strict):
     """Sampling parameters of the OpenAI-compatible chat API (ranges from the model cards)."""
 
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy, up to 2")
@@ -91,7 +84,7 @@ def validate_params(params: dict | SamplingParams | None) -> SamplingParams:
         raise ParamsError("Invalid sampling parameters: " + "; ".join(problems)) from None
 
 
-class EndpointSpec(_Strict):
+class EndpointSpec(Strict):
     kind: Literal["local_nim", "nvidia_hosted", "openai_compatible", "embedded"]
     base_url: str | None = None
     base_url_env: str | None = None   # environment variable that overrides base_url
@@ -117,7 +110,7 @@ class EndpointSpec(_Strict):
         return {"name": self.name, "kind": self.kind, "base_url": self.resolved_base_url(environ)}
 
 
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     id: str
     name: str
     aliases: list[str] = Field(default_factory=list)
@@ -128,25 +121,25 @@ class ModelSpec(_Strict):
     embedded: bool = False
 
 
-class HealthSpec(_Strict):
+class HealthSpec(Strict):
     ttl_s: float = Field(30.0, ge=0)
     probe_timeout_s: float = Field(1.0, gt=0, le=30)
 
 
-class TimeoutSpec(_Strict):
+class TimeoutSpec(Strict):
     connect_s: float = Field(5.0, gt=0, le=120)
     read_s: float = Field(60.0, gt=0, le=3600)
 
 
-class RetrySpec(_Strict):
+class RetrySpec(Strict):
     attempts: int = Field(3, ge=1, le=10)
     backoff_s: float = Field(0.5, ge=0, le=60)
     backoff_max_s: float = Field(4.0, ge=0, le=300)
 
 
-class CatalogSpec(_Strict):
+class CatalogSpec(Strict):
     version: int = 1
-    fallback_order: list[str]
+    fallback_order: CsvList
     routes: dict[Literal["speed", "quality", "openusd"], str]
     health: HealthSpec = Field(default_factory=HealthSpec)
     timeouts: TimeoutSpec = Field(default_factory=TimeoutSpec)
@@ -194,13 +187,7 @@ class Catalog:
         self.environ = os.environ if environ is None else environ
         self._by_name = {n: m for m in spec.models for n in (m.id, *m.aliases)}
         self._by_name.update({n.lower(): m for n, m in list(self._by_name.items())})
-        order = self.environ.get(FALLBACK_ENV)
-        self.fallback_order = ([p.strip() for p in order.split(",") if p.strip()] if order
-                               else list(spec.fallback_order))
-        for ep in self.fallback_order:
-            if ep not in spec.endpoints:
-                raise CatalogError(f"{FALLBACK_ENV} names unknown endpoint {ep!r}; "
-                                   f"known: {', '.join(spec.endpoints)}")
+        self.fallback_order = list(spec.fallback_order)
 
     # construction ------------------------------------------------------------------------------
     @classmethod
@@ -212,17 +199,16 @@ class Catalog:
         return cls(spec, source, environ)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, environ=None) -> "Catalog":
-        environ = os.environ if environ is None else environ
-        path = Path(path or environ.get(MODELS_ENV) or CONFIG_DIR / "models.yaml")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise CatalogError(f"Model catalog {path} not found: restore configs/models.yaml "
-                               f"or point {MODELS_ENV} at a catalog file.") from None
-        except yaml.YAMLError as e:
-            raise CatalogError(f"{path} is not valid YAML: {e}") from None
-        return cls.from_dict(raw, str(path), environ)
+    def from_settings(cls, settings, environ=None) -> "Catalog":
+        """The catalog of loaded settings (``settings.models``, validated with them)."""
+        return cls(settings.models, str(settings.models_file), environ)
+
+    @classmethod
+    def load(cls, config=None, environ=None) -> "Catalog":
+        """Load the settings (``config`` file, environment overrides) and return their catalog."""
+        from .config import load_settings
+
+        return cls.from_settings(load_settings(config, environ=environ), environ)
 
     # lookups -----------------------------------------------------------------------------------
     @property
@@ -295,11 +281,5 @@ class Catalog:
                  "endpoints": list(m.serves), "routes": routes.get(m.id, [])} for m in self.spec.models]
 
 
-@lru_cache(maxsize=1)
-def default_catalog() -> Catalog:
-    """``configs/models.yaml`` (or ``$HYBRID_RAG_MODELS``), read once per process."""
-    return Catalog.load()
-
-
 __all__ = ["Catalog", "CatalogSpec", "ModelSpec", "EndpointSpec", "SamplingParams", "validate_params",
-           "default_catalog", "CatalogError", "UnknownModelError", "ParamsError", "ROUTES", "ENDPOINT_KINDS"]
+           "CatalogError", "UnknownModelError", "ParamsError", "ROUTES", "ENDPOINT_KINDS"]

@@ -8,6 +8,9 @@ import os
 import sys
 import time
 
+from . import cli_ask
+from .errors import HybridRagError, user_message
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -24,7 +27,7 @@ def _settings(args):
 def cmd_ingest(args) -> int:
     from ingest.pipeline import ingest, iter_paths
 
-    from .retrieve import make_embedder
+    from .embed import make_embedder
 
     settings = _settings(args)
     if args.chunk_tokens:
@@ -36,7 +39,7 @@ def cmd_ingest(args) -> int:
         print(f"error: not found: {', '.join(missing)}", file=sys.stderr)
         return 2
     files = list(iter_paths(args.paths))
-    embedder = make_embedder(settings)
+    embedder = make_embedder(settings.embedder)
     t0 = time.perf_counter()
     last = [0.0]
 
@@ -71,11 +74,9 @@ def _print_hit(i, h):
 
 
 def cmd_search(args) -> int:
-    from .retrieve import get_retriever
+    from .engine import Engine
 
-    settings = _settings(args)
-    r = get_retriever(args.collection, settings=settings)
-    res = r.search(args.query, mode=args.mode, k=args.k)
+    res = Engine(_settings(args)).search(args.collection, args.query, mode=args.mode, k=args.k)
     if args.json:
         print(json.dumps({
             "query": args.query, "mode": res.mode, "retrieval_ms": round(res.retrieval_ms, 2),
@@ -113,13 +114,13 @@ def cmd_collections(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from .engine import Engine
     from .eval import evaluate, load_qrels, load_queries
-    from .retrieve import get_retriever
 
     settings = _settings(args)
     if args.fusion:
         settings.retrieval.fusion = args.fusion
-    r = get_retriever(args.collection, settings=settings)
+    r = Engine(settings).retriever(args.collection)
     queries, qrels = load_queries(args.queries), load_qrels(args.qrels)
     if args.limit:
         queries = dict(list(queries.items())[: args.limit])
@@ -185,45 +186,49 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the metrics as one JSON object on the last line")
     s.set_defaults(func=cmd_eval)
 
-    try:
-        from . import cli_ask
-    except ImportError:
-        cli_ask = None
-    if cli_ask is not None:
-        s = sub.add_parser("ask", help="ask a question; the answer streams, then sources and metadata")
-        cli_ask.add_arguments(s)
-        s.set_defaults(func=cli_ask.run)
+    s = sub.add_parser("ask", help="ask a question; the answer streams, then sources and metadata")
+    cli_ask.add_arguments(s)
+    s.set_defaults(func=cli_ask.run)
 
     s = sub.add_parser("bench", help="run the benchmarks (same as python -m bench); --help for options",
                        add_help=False)
     s.add_argument("bench_args", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_bench)
 
-    try:
-        from ui import serve as ui_serve
-    except ImportError:
-        ui_serve = None
-    if ui_serve is not None:
-        s = sub.add_parser("serve", help="serve the web app")
-        ui_serve.add_arguments(s)
-        s.set_defaults(func=ui_serve.run)
+    s = sub.add_parser("serve", help="serve the web app")
+    serve_arguments(s)
+    s.set_defaults(func=_serve)
     return p
+
+
+def serve_arguments(parser) -> None:
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to bind (default 127.0.0.1; use 0.0.0.0 only behind a proxy you trust)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--no-starter", action="store_true",
+                        help="do not ingest the project's docs into a starter collection on first run")
+
+
+def _serve(args) -> int:
+    from ui.serve import run  # gradio loads only for this command
+
+    return run(args, _settings(args))
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from .config import ConfigError
-    from .store import CollectionError
-
     try:
         return args.func(args) or 0
-    except (ConfigError, CollectionError, ValueError, FileNotFoundError) as e:
+    except HybridRagError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a bug: a reference to the log, never a raw traceback on the terminal
+        print(f"error: {user_message(e, f'hybrid-rag {args.command}')}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """`hybrid-rag ask`: retrieve, stream the answer to the terminal, then print the sources and the metadata.
 
-Wired into rag/cli.py as the ``ask`` subcommand (``add_arguments`` + ``run``). Domain errors become
-one-line messages here, at the edge; the exit status is 0 for an answer, 1 for a partial one, 2 for errors.
+Wired into rag/cli.py as the ``ask`` subcommand (``add_arguments`` + ``run``); the answer comes from
+:meth:`rag.engine.Engine.ask`, the same path as the web app's. Errors become one-line messages in
+``rag.cli.main``; the exit status is 0 for an answer, 1 for a partial one, 2 for errors.
 """
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import argparse
 import json
 import sys
 
-from .catalog import ROUTES, CatalogError, ParamsError
+from .answer import Done, Sources, Token
+from .catalog import ROUTES
 
 _ROUTE_CHOICES = ("auto", *ROUTES)
 
@@ -71,35 +73,26 @@ def print_meta(meta: dict, out=sys.stdout) -> None:
 
 
 def run(args) -> int:
-    from .answer import Done, NoModelAvailable, Sources, Token, answer, parse_citations
-    from .llm import LLMError
+    from .config import load_settings
+    from .engine import Engine, Retrieved
 
     question = " ".join(args.question).strip()
-    try:
-        from .retrieve import search
-
-        result = search(args.collection, question, mode=args.mode, k=args.k, data_dir=getattr(args, "data_dir", None))
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    engine = Engine(load_settings(args.config, data_dir=args.data_dir))
     out = sys.stdout
+    events = engine.ask(question, collection=args.collection, route=args.route, model=args.model,
+                        params=_params(args), mode=args.mode, k=args.k)  # bad input raises here, before output
+    sources, meta = [], None
     try:
-        events = answer(question, result.hits, route=args.route, model=args.model, params=_params(args),
-                        query_vector=getattr(result, "query_vector", None),
-                        retrieval_ms=getattr(result, "retrieval_ms", None))
-        sources, text, meta = [], [], None
         for ev in events:
-            if isinstance(ev, Sources):
+            if isinstance(ev, Retrieved) and not ev.result.hits:
+                out.write("(the collection returned no passages for this question)\n")
+            elif isinstance(ev, Sources):
                 sources = ev.hits
             elif isinstance(ev, Token):
-                text.append(ev.text)
                 out.write(ev.text)
                 out.flush()
             elif isinstance(ev, Done):
                 meta = ev.meta
-    except (ParamsError, CatalogError, NoModelAvailable, LLMError, ValueError) as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("\n[interrupted]", file=sys.stderr)
         return 130
@@ -108,15 +101,15 @@ def run(args) -> int:
         out.write(f"\n[answer incomplete: {meta['error']}]\n")
     if meta["embedded"]:
         out.write(f"\nNOTE: {meta['warning']}\n")
-    cites = parse_citations("".join(text), sources)
+    used = set(meta["citations"]["used"])
     out.write("\nSources:\n")
     for i, hit in enumerate(sources, 1):
-        mark = "*" if i in cites.used else " "
+        mark = "*" if i in used else " "
         out.write(f" {mark}[{i}] {_where(hit)}  ({hit.chunk.id}, score {hit.score:.3f})\n")
     if not sources:
         out.write("  (none: the collection returned no chunks)\n")
-    if cites.unknown:
-        out.write(f"  warning: the answer cites sources that do not exist: {cites.unknown}\n")
+    if meta["citations"]["unknown"]:
+        out.write(f"  warning: the answer cites sources that do not exist: {meta['citations']['unknown']}\n")
     out.write("\n")
     print_meta(meta, out)
     if args.json:

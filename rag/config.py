@@ -1,41 +1,67 @@
-"""Settings: configs/default.yaml, overridden by environment variables, validated with pydantic."""
+"""Settings: one loader and one strict schema for ``default.yaml``, ``models.yaml`` and ``router.yaml``.
+
+``load_settings()`` reads the settings file (``--config``, else ``$HYBRID_RAG_CONFIG``, else the packaged
+``configs/default.yaml``), then the model catalog and the router file it names (``models_file``,
+``router_file``: beside it, else the packaged ones), applies environment overrides and validates the
+whole with pydantic. Every setting is a field of :class:`Settings`, and every field can be set by an
+environment variable named after its path::
+
+    HYBRID_RAG__RETRIEVAL__FUSION=rrf          retrieval.fusion
+    HYBRID_RAG__EMBEDDER__BACKEND=torch        embedder.backend
+    HYBRID_RAG__MODELS__FALLBACK_ORDER=hosted,embedded
+    HYBRID_RAG__OFFLINE_LLM__THREADS=2
+
+Values are parsed as YAML (``5``, ``true``, ``[a, b]``); list settings also take ``a,b``. Two short
+names remain: ``HYBRID_RAG_DATA`` (= ``data_dir``) and ``HYBRID_RAG_CONFIG`` (which file to read).
+Relative paths are relative to the working directory. Secrets are never settings: a setting names the
+environment variable that holds them (``api_key_env``, ``password_env``).
+"""
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPO_ROOT / "configs"
+from .catalog import CatalogSpec
+from .router import RouterSpec
+from .schema import ConfigError, CsvList, Strict
+
 ENV_PREFIX = "HYBRID_RAG__"
+CONFIG_ENV = "HYBRID_RAG_CONFIG"
+DATA_ENV = "HYBRID_RAG_DATA"
 
 
-class ConfigError(ValueError):
-    pass
+def _config_dir() -> Path:
+    """The shipped settings files: ``rag/configs`` in an installed package, ``configs/`` in a checkout."""
+    packaged = Path(__file__).resolve().parent / "configs"
+    return packaged if (packaged / "default.yaml").is_file() else Path(__file__).resolve().parent.parent / "configs"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+CONFIG_DIR = _config_dir()
+# the source checkout (README, docs/) when running from one; None in an installed package
+SOURCE_ROOT: Path | None = CONFIG_DIR.parent if (CONFIG_DIR.parent / "pyproject.toml").is_file() else None
 
 
-class EmbedderSettings(_Strict):
+class EmbedderSettings(Strict):
     kind: Literal["local", "nvidia"] = "local"
     model: str = "nvidia/nv-embedqa-e5-v5"
     base_url: str | None = None
+    api_key_env: str = "NVIDIA_API_KEY"
     batch_size: int = Field(64, ge=1, le=4096)
     backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cache_dir: Path | None = None
 
 
-class ChunkingSettings(_Strict):
+class ChunkingSettings(Strict):
     chunk_tokens: int = Field(200, ge=16, le=8192)
     overlap_tokens: int = Field(40, ge=0, le=4096)
 
 
-class RetrievalSettings(_Strict):
+class RetrievalSettings(Strict):
     mode: Literal["sparse", "dense", "hybrid"] = "hybrid"
     k: int = Field(8, ge=1, le=200)
     depth: int = Field(100, ge=1, le=10000)
@@ -46,44 +72,53 @@ class RetrievalSettings(_Strict):
     index_title: bool = True
 
 
-class DenseSettings(_Strict):
+class DenseSettings(Strict):
     exact_max: int = Field(50_000, ge=0)
-    hnsw_m: int = Field(32, ge=4, le=256)
-    hnsw_ef_construction: int = Field(80, ge=8)
-    hnsw_ef_search: int = Field(96, ge=8)
-    use_gpu: Literal["auto", "never"] = "auto"
     approx: Literal["hnsw", "ivf"] = "ivf"
     storage: Literal["flat", "fp16", "sq8"] = "sq8"
     ivf_nlist: int = Field(0, ge=0)
     ivf_nprobe: int = Field(64, ge=1)
+    hnsw_m: int = Field(32, ge=4, le=256)
+    hnsw_ef_construction: int = Field(80, ge=8)
+    hnsw_ef_search: int = Field(96, ge=8)
+    use_gpu: Literal["auto", "never"] = "auto"
 
 
-class SparseSettings(_Strict):
+class SparseSettings(Strict):
     method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = "lucene"
     k1: float = Field(0.9, gt=0, le=10)
     b: float = Field(0.4, ge=0, le=1)
-    stopwords: str | None = "en"
+    stopwords: Literal["en"] | None = "en"
     stemmer: str | None = "english"
     backend: Literal["auto", "numba", "numpy"] = "auto"
 
 
-class LimitSettings(_Strict):
+class LimitSettings(Strict):
     max_file_bytes: int = Field(50 * 2**20, ge=1)
     max_files_per_upload: int = Field(200, ge=1)
     max_archive_bytes: int = Field(200 * 2**20, ge=1)
     max_archive_ratio: float = Field(100, ge=1)
-    allowed_types: list[str] = Field(default_factory=lambda: [
+    allowed_types: CsvList = Field(default_factory=lambda: [
         "pdf", "docx", "html", "htm", "md", "markdown", "txt", "text", "jsonl", "gz", "zip"])
 
 
-class AdminSettings(_Strict):
+class AdminSettings(Strict):
     username: str = "admin"
     password_env: str = "HYBRID_RAG_ADMIN_PASSWORD"
     password: str | None = None
 
 
-class Settings(_Strict):
+class OfflineLLMSettings(Strict):
+    """The embedded SmolLM2 chat model (llama.cpp)."""
+
+    threads: int = Field(0, ge=0, le=256)   # 0: half the cores, 1 to 4
+    repack: bool = False                    # llama.cpp weight repacking (AMX/AVX-512 kernels)
+
+
+class Settings(Strict):
     data_dir: Path = Path("data")
+    models_file: Path = Path("models.yaml")
+    router_file: Path = Path("router.yaml")
     embedder: EmbedderSettings = EmbedderSettings()
     chunking: ChunkingSettings = ChunkingSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
@@ -91,48 +126,116 @@ class Settings(_Strict):
     sparse: SparseSettings = SparseSettings()
     limits: LimitSettings = LimitSettings()
     admin: AdminSettings = AdminSettings()
+    offline_llm: OfflineLLMSettings = OfflineLLMSettings()
+    models: CatalogSpec          # from models_file
+    router: RouterSpec           # from router_file
 
 
-def _apply_env(raw: dict, environ) -> dict:
-    for key, value in environ.items():
+# --- loading ------------------------------------------------------------------------------------
+
+def read_yaml(path: Path) -> dict:
+    """A YAML mapping from ``path``, or :class:`ConfigError` saying what is wrong with the file."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"Settings file {path} not found: pass an existing --config "
+                          f"(or {CONFIG_ENV}), or restore it from the repository.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"Settings file {path} cannot be read ({type(e).__name__}): check its permissions "
+                          "and that it is UTF-8 text.") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings, not a {type(raw).__name__}.")
+    return raw
+
+
+def env_overrides(environ) -> tuple[dict, dict[str, str]]:
+    """``HYBRID_RAG__A__B=v`` as ``{"a": {"b": v}}``, and the variable behind each dotted path."""
+    out: dict = {}
+    origin: dict[str, str] = {}
+    for key, value in sorted(environ.items()):
         if not key.startswith(ENV_PREFIX):
             continue
         path = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
-        node = raw
+        if not path:
+            continue
+        node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(value) if value else None
-    return raw
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key} sets a key inside {'.'.join(path[:-1])}, which another variable sets "
+                                  "to a value: unset one of them.")
+        try:
+            node[path[-1]] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            node[path[-1]] = value
+        origin[".".join(path)] = key
+    if environ.get(DATA_ENV):
+        out["data_dir"] = environ[DATA_ENV]
+        origin["data_dir"] = DATA_ENV
+    return out, origin
+
+
+def merge(base: dict, over: dict) -> dict:
+    """``over`` laid on ``base``: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _side_file(name, config_dir: Path) -> Path:
+    p = Path(name).expanduser()
+    if p.is_absolute():
+        return p
+    beside = config_dir / p
+    return beside if beside.is_file() else CONFIG_DIR / p
+
+
+def _explain(e: ValidationError, sources: str, origin: dict[str, str]) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        names = [v for p, v in origin.items() if loc in ("", p) or loc.startswith(p + ".") or p.startswith(loc + ".")]
+        where = f" (set by {', '.join(names)})" if names else ""
+        if err["type"] == "extra_forbidden":
+            lines.append(f"- {loc}{where}: unknown setting; check its spelling against configs/default.yaml")
+        else:
+            lines.append(f"- {loc}{where}: {err['msg']} (got {err.get('input')!r})")
+    return f"Invalid settings in {sources}:\n" + "\n".join(lines)
 
 
 def load_settings(path: str | Path | None = None, data_dir: str | Path | None = None,
                   environ=None) -> Settings:
-    """Read the YAML config, apply ``HYBRID_RAG__SECTION__KEY`` overrides, then the data directory
-    (``data_dir`` argument, else ``HYBRID_RAG_DATA``, else the config's ``data_dir``)."""
+    """Read, override and validate every setting. ``data_dir`` (the ``--data-dir`` flag) wins over the rest."""
     environ = os.environ if environ is None else environ
-    path = Path(path or environ.get("HYBRID_RAG_CONFIG") or CONFIG_DIR / "default.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"Config file {path} not found: pass an existing --config or restore configs/default.yaml.")
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}")
-    raw = _apply_env(raw, environ)
+    path = Path(path or environ.get(CONFIG_ENV) or CONFIG_DIR / "default.yaml").expanduser()
+    overrides, origin = env_overrides(environ)
+    raw = merge(read_yaml(path), overrides)
+    files = [str(path)]
+    for section, key in (("models", "models_file"), ("router", "router_file")):
+        side = _side_file(raw.get(key) or f"{section}.yaml", path.parent)
+        section_over = raw.get(section) or {}
+        if not isinstance(section_over, dict):
+            raise ConfigError(f"{section} must be a mapping (it is read from {side}).")
+        raw[section] = merge(read_yaml(side), section_over)
+        raw[key] = str(side)
+        files.append(str(side))
+    if data_dir is not None:
+        raw["data_dir"] = str(data_dir)
+        origin.pop("data_dir", None)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"Invalid settings in {path} (or HYBRID_RAG__* variables):\n{e}")
-    chosen = data_dir or environ.get("HYBRID_RAG_DATA") or settings.data_dir
-    chosen = Path(chosen).expanduser()
-    if not chosen.is_absolute():
-        chosen = (REPO_ROOT / chosen) if data_dir is None and not environ.get("HYBRID_RAG_DATA") else chosen.resolve()
-    settings.data_dir = chosen
+        raise ConfigError(_explain(e, " + ".join(files) + " (or HYBRID_RAG__* variables)", origin)) from None
+    settings.data_dir = settings.data_dir.expanduser().resolve()
+    if settings.embedder.cache_dir is not None:
+        settings.embedder.cache_dir = settings.embedder.cache_dir.expanduser().resolve()
     return settings
 
 
-@lru_cache(maxsize=1)
-def default_settings() -> Settings:
-    return load_settings()
-
-
-__all__ = ["Settings", "load_settings", "default_settings", "ConfigError", "REPO_ROOT", "CONFIG_DIR"]
+__all__ = ["Settings", "load_settings", "ConfigError", "CONFIG_DIR", "SOURCE_ROOT", "read_yaml", "merge",
+           "EmbedderSettings", "RetrievalSettings", "DenseSettings", "SparseSettings", "LimitSettings"]

@@ -1,12 +1,15 @@
 """FAISS dense index over L2-normalised vectors (inner product = cosine).
 
-Small collections use exact search (IndexFlatIP). Above ``exact_max`` vectors an approximate index
-is built instead (``approx``): an HNSW graph, or an inverted file (IVF: k-means cells, ``ivf_nprobe``
-of them scanned per query), which builds far faster on few cores and grows in place the same way.
-The benchmark reports recall@10 of each against exact search. The graph's vectors are
-stored as float32 (``storage="flat"``, 1,536 bytes per 384-d vector), float16 (``"fp16"``, half that)
-or 8-bit scalar-quantised (``"sq8"``, a quarter) to meet a memory budget; bench/ measures the recall of each. When faiss-gpu sees a
-CUDA device, exact search is copied onto the GPU; the probe runs once per process and is logged once.
+Small collections use exact search (IndexFlatIP). Above ``dense.exact_max`` vectors an approximate index
+is built instead (``dense.approx``): an inverted file (IVF, the default: k-means cells, ``ivf_nprobe`` of
+them scanned per query), or an HNSW graph (slow to build on few cores). Both grow in place on adds; an IVF
+index is retrained once it has grown fourfold. Their vectors are stored as float32 (``storage: flat``,
+1,536 bytes per 384-d vector), float16 (``fp16``, half that) or 8-bit scalar-quantised (``sq8``, a
+quarter); ``python -m bench`` reports recall@10 of each against exact search.
+
+With faiss-gpu and a CUDA device (probed once per process, logged once), exact and IVF indexes are copied
+to the GPU for search unless ``dense.use_gpu: never``; HNSW stays on the CPU (FAISS has no GPU HNSW).
+Indexes are always built and saved on the CPU.
 """
 from __future__ import annotations
 
@@ -23,8 +26,8 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 STORAGES = ("flat", "fp16", "sq8")
 APPROX = ("hnsw", "ivf")
-_IVF_REBUILD_GROWTH = 4
-_PARALLEL_MIN_QUERIES = 16  # fewer queries than this are searched on the calling thread alone  # an IVF index is retrained once it holds 4x the vectors it was trained on
+_IVF_REBUILD_GROWTH = 4  # an IVF index is retrained once it holds 4x the vectors it was trained on
+_PARALLEL_MIN_QUERIES = 16  # fewer queries than this are searched on the calling thread alone
 _TRAIN_SAMPLE = 100_000
 
 
@@ -59,29 +62,27 @@ def _to_gpu(index):
 class DenseIndex:
     """Rows 0..n-1 of a vector matrix, searchable by inner product."""
 
-    def __init__(self, dim: int, exact_max: int = 200_000, hnsw_m: int = 32,
-                 ef_construction: int = 80, ef_search: int = 96, use_gpu: str = "auto",
-                 storage: str = "flat", approx: str = "hnsw", ivf_nlist: int = 0, ivf_nprobe: int = 32):
-        if storage not in STORAGES:
-            raise ValueError(f"Unknown dense storage {storage!r}: use one of {', '.join(STORAGES)}.")
-        if approx not in APPROX:
-            raise ValueError(f"Unknown approximate index {approx!r}: use one of {', '.join(APPROX)}.")
-        self.approx, self.ivf_nlist, self.ivf_nprobe = approx, int(ivf_nlist), int(ivf_nprobe)
-        self.trained_on = 0
+    def __init__(self, dim: int, settings=None):
+        """``settings``: the ``dense`` settings (:class:`rag.config.DenseSettings`); their defaults when None."""
+        if settings is None:
+            from .config import DenseSettings
+
+            settings = DenseSettings()
         self.dim = int(dim)
-        self.storage = storage
-        self.exact_max, self.hnsw_m = exact_max, hnsw_m
-        self.ef_construction, self.ef_search = ef_construction, ef_search
-        self.use_gpu = use_gpu
+        self.exact_max = int(settings.exact_max)
+        self.approx, self.storage = settings.approx, settings.storage
+        self.ivf_nlist, self.ivf_nprobe = int(settings.ivf_nlist), int(settings.ivf_nprobe)
+        self.hnsw_m = int(settings.hnsw_m)
+        self.ef_construction, self.ef_search = int(settings.hnsw_ef_construction), int(settings.hnsw_ef_search)
+        self.use_gpu = settings.use_gpu
+        if self.storage not in STORAGES:
+            raise ValueError(f"Unknown dense storage {self.storage!r}: use one of {', '.join(STORAGES)}.")
+        if self.approx not in APPROX:
+            raise ValueError(f"Unknown approximate index {self.approx!r}: use one of {', '.join(APPROX)}.")
+        self.trained_on = 0
         self.index = None  # the CPU index (what is saved)
         self._search_index = None  # the CPU index or its GPU copy
         self.kind = "flat"
-
-    @classmethod
-    def from_settings(cls, dim: int, s) -> "DenseIndex":
-        return cls(dim, exact_max=s.exact_max, hnsw_m=s.hnsw_m, ef_construction=s.hnsw_ef_construction,
-                   ef_search=s.hnsw_ef_search, use_gpu=s.use_gpu, storage=getattr(s, "storage", "flat"), approx=getattr(s, "approx", "hnsw"),
-                   ivf_nlist=getattr(s, "ivf_nlist", 0), ivf_nprobe=getattr(s, "ivf_nprobe", 32))
 
     @property
     def size(self) -> int:
@@ -149,7 +150,7 @@ class DenseIndex:
         return self
 
     def add(self, vectors: np.ndarray) -> "DenseIndex":
-        """Append rows to the existing index (HNSW graphs grow in place; no rebuild)."""
+        """Append rows to the existing index in place (no rebuild)."""
         vectors = _as_matrix(vectors, self.dim)
         if self.index is None:
             return self.build(vectors)
@@ -195,16 +196,24 @@ class DenseIndex:
         (path / "dense.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
-    def load(cls, path: str | Path, use_gpu: str = "auto") -> "DenseIndex":
+    def load(cls, path: str | Path, settings=None) -> "DenseIndex":
+        """Read a saved index. Its build parameters come from the file; the query-time ones (``use_gpu``,
+        ``ivf_nprobe``, ``hnsw_ef_search``) from ``settings`` (the defaults when None)."""
         import faiss
+
+        from .config import DenseSettings
 
         path = Path(path)
         meta = json.loads((path / "dense.json").read_text())
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: dense index format {meta.get('format')} is not {FORMAT}; re-ingest the collection.")
-        idx = cls(meta["dim"], meta["exact_max"], meta["hnsw_m"], meta["ef_construction"], meta["ef_search"], use_gpu,
-                  storage=meta.get("storage", "flat"), approx=meta.get("approx", "hnsw"),
-                  ivf_nlist=meta.get("ivf_nlist", 0), ivf_nprobe=meta.get("ivf_nprobe", 32))
+        query = settings or DenseSettings()
+        built = DenseSettings(exact_max=meta["exact_max"], hnsw_m=meta["hnsw_m"],
+                              hnsw_ef_construction=meta["ef_construction"], storage=meta.get("storage", "flat"),
+                              approx=meta.get("approx", "hnsw"), ivf_nlist=meta.get("ivf_nlist", 0),
+                              ivf_nprobe=query.ivf_nprobe, hnsw_ef_search=query.hnsw_ef_search,
+                              use_gpu=query.use_gpu)
+        idx = cls(meta["dim"], built)
         idx.trained_on = int(meta.get("trained_on", 0))
         idx.kind = meta["kind"]
         if (path / "dense.faiss").exists():

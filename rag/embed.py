@@ -9,8 +9,14 @@ The local model runs on one of three backends (``embedder.backend``):
 - ``onnx-int8``: that export with dynamic int8 quantisation (per-channel weights); mean cosine ~0.994
   to the fp32 vectors, its nDCG on SciFact is measured by ``python -m bench``.
 ``auto`` takes ``onnx-int8`` when onnxruntime is installed, else torch. The exports are cached under
-``~/.cache/hybrid-rag/models/`` (or ``$HYBRID_RAG_MODEL_CACHE``). The ONNX embedders sort texts by token length and pad each batch only to its
-own longest text (length bucketing).
+``embedder.cache_dir`` (default ``~/.cache/hybrid-rag/models/``). The ONNX embedders sort texts by token
+length and pad each batch only to its own longest text (length bucketing).
+
+The ONNX backends run on the CPU with the ``onnxruntime`` package this project installs; they use CUDA
+only where ``onnxruntime-gpu`` is installed instead and a GPU is visible. ``embedder.backend: torch``
+runs sentence-transformers on CUDA when torch sees a GPU (``embedder.device``).
+
+:func:`make_embedder` builds the embedder the settings describe; it is the one entry point the app uses.
 """
 from __future__ import annotations
 
@@ -25,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import HybridRagError
+
 log = logging.getLogger(__name__)
 
 LOCAL_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -32,7 +40,7 @@ BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 ONNX_FORMAT = 2  # 2: eager attention in the export (1 exported SDPA: its NaN guards took a fifth of the time)
 
 
-class EmbedderError(RuntimeError):
+class EmbedderError(HybridRagError, RuntimeError):
     pass
 
 
@@ -50,11 +58,10 @@ def packaged_minilm_path() -> Path:
     return path
 
 
-def pick_device() -> str:
-    """The one place that chooses the torch device: CUDA when torch sees a GPU, else CPU."""
-    forced = os.environ.get("HYBRID_RAG_DEVICE")
-    if forced:
-        return forced
+def pick_device(preference: str = "auto") -> str:
+    """The one place that chooses the device (``embedder.device``): ``auto`` is CUDA when torch sees a GPU."""
+    if preference in ("cpu", "cuda"):
+        return preference
     try:
         import torch
 
@@ -116,7 +123,8 @@ class NvidiaEmbedder:
     kind = "nvidia"
 
     def __init__(self, model: str = "nvidia/nv-embedqa-e5-v5", base_url: str | None = None,
-                 api_key_env: str = "NVIDIA_API_KEY", tokenizer_path: str | Path | None = None):
+                 api_key_env: str = "NVIDIA_API_KEY", tokenizer_path: str | Path | None = None,
+                 batch_size: int = 64):
         from langchain_nvidia_ai_endpoints import NVIDIAEmbeddings
 
         key = os.environ.get(api_key_env)
@@ -125,13 +133,14 @@ class NvidiaEmbedder:
                 f"No key for NVIDIA's hosted embedding NIM: set the {api_key_env} environment "
                 "variable, or give a local NIM base_url in configs/default.yaml (embedder.base_url)."
             )
-        kwargs = {"model": model, "truncate": "END"}
+        kwargs = {"model": model, "truncate": "END", "max_batch_size": batch_size}
         if base_url:
             kwargs["base_url"] = base_url
         if key:
             kwargs["api_key"] = key
         self.client = NVIDIAEmbeddings(**kwargs)
         self.model_id = model
+        self.batch_size = batch_size
         self.dim = None  # learned from the first call
         from transformers import AutoTokenizer
 
@@ -252,17 +261,17 @@ class OnnxEmbedder:
 
     def __init__(self, model_path: str | Path | None = None, cache_dir: str | Path | None = None,
                  quantize: bool = True, batch_size: int = 64, max_seq_length: int = 256,
-                 threads: int | None = None):
+                 threads: int | None = None, device: str = "auto"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
         self.model_path = Path(model_path) if model_path else packaged_minilm_path()
-        cache_dir = Path(cache_dir) if cache_dir else _default_cache_dir()
+        cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.onnx_path = export_onnx(self.model_path, cache_dir, quantize)
         self.backend = "onnx-int8" if quantize else "onnx"
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
-        providers = _ort_providers(ort)
+        providers = _ort_providers(ort, device)
         on_gpu = providers[0] == "CUDAExecutionProvider"
         # On the CPU, batches run side by side, one core each: on two cores that measured 1.36x the
         # throughput of one batch at a time on two intra-op threads, and a one-query latency no worse.
@@ -340,66 +349,59 @@ class OnnxEmbedder:
         return self._encode(list(texts))
 
 
-def _ort_providers(ort) -> list[str]:
-    """CUDA when ONNX Runtime was built with it and a GPU is there (the one device choice), else CPU."""
-    if pick_device() == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+def _ort_providers(ort, device: str = "auto") -> list[str]:
+    """CUDA when ONNX Runtime was built with it (onnxruntime-gpu) and the device choice is CUDA, else CPU."""
+    if pick_device(device) == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 
-def _default_cache_dir() -> Path:
-    """Where ONNX exports live: ``$HYBRID_RAG_MODEL_CACHE``, else the user's cache folder.
+def default_cache_dir() -> Path:
+    """Where ONNX exports live when ``embedder.cache_dir`` is not set: the user's cache folder.
 
     Per user rather than per data directory, so one export serves every collection and every test;
     the folder name carries a fingerprint of the source weights, so an upgrade exports afresh."""
-    env = os.environ.get("HYBRID_RAG_MODEL_CACHE")
-    if env:
-        return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "hybrid-rag" / "models"
 
 
-def _default_backend() -> str:
-    env = os.environ.get("HYBRID_RAG_EMBED_BACKEND")
-    if env:
-        return env
-    try:
-        from .config import default_settings
-
-        return getattr(default_settings().embedder, "backend", "auto")
-    except Exception:  # an unreadable config must not stop the embedder; load_settings reports it elsewhere
-        return "auto"
-
-
 @lru_cache(maxsize=8)
-def _cached_local(model_path: str | None, device: str | None, backend: str = "torch",
-                  cache_dir: str | None = None):
-    if backend.startswith("onnx") and device in (None, "cpu", "cuda"):
+def _cached_local(model_path: str | None, device: str, backend: str, cache_dir: str | None, batch_size: int):
+    if backend.startswith("onnx"):
         try:
-            return OnnxEmbedder(model_path=model_path, cache_dir=cache_dir, quantize=backend == "onnx-int8")
+            return OnnxEmbedder(model_path=model_path, cache_dir=cache_dir, quantize=backend == "onnx-int8",
+                                batch_size=batch_size, device=device)
         except Exception as e:  # export or runtime trouble: fall back to the reference backend
             log.warning("ONNX embedder unavailable (%s: %s); using sentence-transformers on torch",
                         type(e).__name__, e)
-    return LocalEmbedder(model_path=model_path, device=device)
+    return LocalEmbedder(model_path=model_path, device=pick_device(device), batch_size=batch_size)
 
 
-def get_embedder(kind: str = "local", **kwargs):
-    """Factory: ``local`` (default, cached per process) or ``nvidia``.
+def get_embedder(kind: str = "local", *, backend: str = "auto", device: str = "auto",
+                 cache_dir: str | Path | None = None, batch_size: int = 64, model_path: str | None = None,
+                 **nvidia_kwargs):
+    """Factory: ``local`` (all-MiniLM-L6-v2; cached per process and arguments) or ``nvidia`` (the NIM).
 
-    ``local`` takes ``backend`` (torch | onnx | onnx-int8 | auto; default: ``embedder.backend`` from the
-    config, or the ``HYBRID_RAG_EMBED_BACKEND`` environment variable) and ``cache_dir`` for the ONNX exports.
+    ``local``: ``backend`` torch | onnx | onnx-int8 | auto, ``device`` auto | cpu | cuda, ``cache_dir`` for
+    the ONNX exports (default :func:`default_cache_dir`), ``batch_size`` texts per batch.
     """
     if kind == "local":
-        backend = resolve_backend(kwargs.get("backend") or _default_backend())
-        cache_dir = kwargs.get("cache_dir")
-        if backend.startswith("onnx") and cache_dir is None:
-            cache_dir = _default_cache_dir()
-        return _cached_local(kwargs.get("model_path"), kwargs.get("device"), backend,
-                             str(cache_dir) if cache_dir else None)
+        backend = resolve_backend(backend)
+        cache = str(Path(cache_dir or default_cache_dir())) if backend.startswith("onnx") else None
+        return _cached_local(model_path, device, backend, cache, int(batch_size))
     if kind == "nvidia":
-        return NvidiaEmbedder(**kwargs)
+        return NvidiaEmbedder(**nvidia_kwargs)
     raise EmbedderError(f"Unknown embedder kind {kind!r}: use 'local' or 'nvidia'.")
 
 
+def make_embedder(s):
+    """The embedder that ``embedder`` settings (``settings.embedder``) describe."""
+    if s.kind == "local":
+        return get_embedder("local", backend=s.backend, device=s.device, cache_dir=s.cache_dir,
+                            batch_size=s.batch_size)
+    return get_embedder("nvidia", model=s.model, base_url=s.base_url, api_key_env=s.api_key_env,
+                        batch_size=s.batch_size)
+
+
 __all__ = ["LocalEmbedder", "OnnxEmbedder", "NvidiaEmbedder", "get_embedder", "packaged_minilm_path",
-           "pick_device", "export_onnx", "EmbedderError", "BACKENDS"]
+           "pick_device", "export_onnx", "make_embedder", "default_cache_dir", "EmbedderError", "BACKENDS"]

@@ -2,13 +2,15 @@
 
 Fusion methods (``retrieval.fusion``):
 - ``rrf``: reciprocal rank fusion, ``sum_r w_r / (rrf_k + rank_r)``.
-- ``convex``: ``w_dense * z_dense + w_sparse * z_sparse`` with each score z-normalised over the
-  *whole collection* for this query, computed exactly for every candidate in the union of the two
-  lists. The dense mean and variance over the collection come from the vectors' mean and covariance
-  (``q.mu`` and ``q' C q``, cached per version in ``dense_stats.npz``); the BM25 ones from the full
-  score array that BM25 computes anyway. A candidate one retriever missed gets its real score from
-  the other side (the stored vector; the BM25 array). Measured best on SciFact (see README), so it is
-  the default. ``convex`` without stats falls back to z-normalising over each candidate list.
+- ``convex``: ``w_dense * z_dense + w_sparse * z_sparse``, each score z-normalised with the mean and
+  standard deviation of that retriever's scores over the *whole collection* for this query. The dense
+  moments come from the vectors' mean and covariance (``q.mu`` and ``q' C q``, cached per version in
+  ``dense_stats.npz``); the BM25 ones from the sum and sum of squares of every row's score, which the
+  numba kernel accumulates in the same posting-list pass that finds the top rows (the numpy backend
+  computes the full score array). Every candidate in the union of the two top-``depth`` lists gets its
+  real score on both sides (the stored vector; its BM25 score), so the fusion is exact over that union.
+  A chunk in neither list is not scored. Measured best on SciFact (see README), so it is the default.
+  ``convex`` without the stats falls back to z-normalising over each candidate list.
 
 Every hit keeps its explanation: dense rank/score, sparse rank/score, fused score and rank.
 """
@@ -23,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import Collection, open_collection
+from .errors import InvalidInput
+from .store import Collection, CollectionError, open_collection
 from .types import Hit
 
 log = logging.getLogger(__name__)
@@ -128,7 +131,7 @@ class Retriever:
 
     def __init__(self, collection: Collection, embedder, settings):
         if collection.embedder_id != embedder.model_id:
-            raise ValueError(
+            raise CollectionError(
                 f"Collection {collection.name!r} was embedded with {collection.embedder_id!r} but the embedder is "
                 f"{embedder.model_id!r}: set embedder.kind back, or re-ingest into a new collection.")
         self.collection, self.embedder, self.settings = collection, embedder, settings
@@ -140,10 +143,10 @@ class Retriever:
         s = self.settings
         mode = mode or s.mode
         if mode not in MODES:
-            raise ValueError(f"Unknown retrieval mode {mode!r}: use one of {', '.join(MODES)}.")
+            raise InvalidInput(f"Unknown retrieval mode {mode!r}: use one of {', '.join(MODES)}.")
         k = s.k if k is None else int(k)
         if not 1 <= k <= 1000:
-            raise ValueError(f"k must be between 1 and 1000, got {k}.")
+            raise InvalidInput(f"k must be between 1 and 1000, got {k}.")
         depth = max(s.depth if depth is None else int(depth), k)
         col = self.collection
         t0 = time.perf_counter()
@@ -220,31 +223,14 @@ def _convex_corpus(qvec, sparse_of: dict[int, float], sparse_moments: tuple[floa
     return dict(zip(union.tolist(), fused.tolist())), dict(zip(union.tolist(), dense.tolist()))
 
 
-def get_retriever(collection: str, data_dir=None, settings=None, embedder=None) -> Retriever:
-    """A retriever on the current version of a named collection, with the configured embedder."""
-    from .config import default_settings, load_settings
-
-    if settings is None:
-        settings = load_settings(data_dir=data_dir) if data_dir else default_settings()
+def get_retriever(collection: str, settings, embedder=None) -> Retriever:
+    """A retriever on the current version of a named collection (opened with ``settings``), with
+    ``embedder`` or the one the settings describe."""
     if embedder is None:
-        embedder = make_embedder(settings)
-    col = open_collection(collection, settings.data_dir)
-    return Retriever(col, embedder, settings.retrieval)
+        from .embed import make_embedder
+
+        embedder = make_embedder(settings.embedder)
+    return Retriever(open_collection(collection, settings), embedder, settings.retrieval)
 
 
-def make_embedder(settings):
-    from .embed import get_embedder
-
-    e = settings.embedder
-    if e.kind == "local":
-        return get_embedder("local")
-    return get_embedder("nvidia", model=e.model, base_url=e.base_url)
-
-
-def search(collection: str, query: str, *, mode: str | None = None, k: int | None = None,
-           data_dir=None, settings=None, embedder=None) -> RetrievalResult:
-    """One-shot search of a named collection (the collection is cached and reloaded on change)."""
-    return get_retriever(collection, data_dir, settings, embedder).search(query, mode=mode, k=k)
-
-
-__all__ = ["Retriever", "RetrievalResult", "search", "get_retriever", "make_embedder", "rrf", "convex", "MODES"]
+__all__ = ["Retriever", "RetrievalResult", "get_retriever", "rrf", "convex", "MODES"]

@@ -20,39 +20,32 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from .catalog import ROUTES, Catalog, CatalogError
-from .config import CONFIG_DIR
+from .schema import Strict
 
 log = logging.getLogger(__name__)
-ROUTER_ENV = "HYBRID_RAG_ROUTER"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Rule(_Strict):
+class Rule(Strict):
     route: str
     weight: float
     label: str
     pattern: str
 
 
-class LengthSpec(_Strict):
+class LengthSpec(Strict):
     long_words: int = Field(22, ge=1)
     long_weight: float = 0.35
     short_words: int = Field(9, ge=0)
     short_weight: float = 0.15
 
 
-class RouterSpec(_Strict):
+class RouterSpec(Strict):
     version: int = 1
     default_route: str = "speed"
     embedding_weight: float = Field(1.0, ge=0)
@@ -74,7 +67,10 @@ class RouteDecision:
 
 
 class Router:
-    """Thread-safe; build once per process (:func:`default_router`) and share."""
+    """Thread-safe; build once per process (``Router.from_settings``) and share.
+
+    ``embedder`` embeds the exemplars (once; the vectors are cached on disk in ``cache_dir`` when given).
+    """
 
     def __init__(self, spec: RouterSpec, source_hash: str = "", embedder=None,
                  exemplar_vectors: dict[str, np.ndarray] | None = None, cache_dir: Path | None = None):
@@ -90,26 +86,24 @@ class Router:
         self._rules = [(r, re.compile(r.pattern, re.IGNORECASE)) for r in spec.rules]
 
     @classmethod
-    def load(cls, path: str | Path | None = None, **kwargs) -> "Router":
-        path = Path(path or os.environ.get(ROUTER_ENV) or CONFIG_DIR / "router.yaml")
-        try:
-            text = path.read_text(encoding="utf-8")
-            spec = RouterSpec.model_validate(yaml.safe_load(text) or {})
-        except FileNotFoundError:
-            raise CatalogError(f"Router config {path} not found: restore configs/router.yaml.") from None
-        except (yaml.YAMLError, ValidationError) as e:
-            raise CatalogError(f"Invalid router config {path}:\n{e}") from None
-        return cls(spec, hashlib.sha256(text.encode()).hexdigest()[:16], **kwargs)
+    def from_settings(cls, settings, **kwargs) -> "Router":
+        """The router of loaded settings (``settings.router``); exemplar vectors cached under the data dir."""
+        kwargs.setdefault("cache_dir", Path(settings.data_dir) / "cache")
+        return cls(settings.router, _spec_hash(settings.router), **kwargs)
+
+    @classmethod
+    def load(cls, config=None, **kwargs) -> "Router":
+        """Load the settings (``config`` file, environment overrides) and return their router (no disk cache
+        unless ``cache_dir`` is given)."""
+        from .config import load_settings
+
+        settings = load_settings(config)
+        return cls(settings.router, _spec_hash(settings.router), **kwargs)
 
     # exemplar vectors -------------------------------------------------------------------------------
     def _cache_path(self, embedder_id: str) -> Path | None:
         if self._cache_dir is None:
-            try:
-                from .config import default_settings
-
-                self._cache_dir = Path(default_settings().data_dir) / "cache"
-            except Exception:  # noqa: BLE001 - no settings: memory cache only
-                return None
+            return None
         key = hashlib.sha256(f"{self.source_hash}|{embedder_id}".encode()).hexdigest()[:16]
         return self._cache_dir / f"router-exemplars-{key}.npz"
 
@@ -121,9 +115,8 @@ class Router:
             if self._vectors is not None:
                 return self._vectors
             if self._embedder is None:
-                from .embed import get_embedder
-
-                self._embedder = get_embedder("local")
+                raise CatalogError("The auto router needs an embedder for its exemplars: build it with "
+                                   "Router.from_settings(settings, embedder=...).")
             emb_id = getattr(self._embedder, "model_id", type(self._embedder).__name__)
             path = self._cache_path(emb_id)
             if path is not None and path.exists():
@@ -223,7 +216,7 @@ def decide(query: str, *, catalog: Catalog, route: str = "auto", model: str | No
            query_vector: np.ndarray | None = None, router: Router | None = None) -> RouteDecision:
     """Manual (``model`` or a named ``route``) or auto routing, resolved to a catalog model id.
 
-    Manual choices never load the router; auto uses ``router`` (default: :func:`default_router`).
+    Manual choices never touch the router; auto needs ``router``.
     """
     if model:
         spec = catalog.get_model(model)
@@ -234,14 +227,15 @@ def decide(query: str, *, catalog: Catalog, route: str = "auto", model: str | No
             raise CatalogError(f"Unknown route {route!r}: use auto, {', '.join(ROUTES)}")
         return RouteDecision(route=route, model=catalog.model_for_route(route).id,
                              reason=f"{route} route chosen by the user", mode="route")
-    r, reason, scores = (router or default_router()).route(query, query_vector)
+    if router is None:
+        raise CatalogError("Auto routing needs a router: pass router=Router.from_settings(settings, ...).")
+    r, reason, scores = router.route(query, query_vector)
     return RouteDecision(route=r, model=catalog.model_for_route(r).id, reason=reason, mode="auto", scores=scores)
 
 
-@lru_cache(maxsize=1)
-def default_router() -> Router:
-    """``configs/router.yaml`` (or ``$HYBRID_RAG_ROUTER``), loaded once per process."""
-    return Router.load()
+def _spec_hash(spec: RouterSpec) -> str:
+    """Keys the on-disk exemplar cache: changes whenever the router settings change."""
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
 
 
-__all__ = ["Router", "RouterSpec", "RouteDecision", "decide", "default_router"]
+__all__ = ["Router", "RouterSpec", "RouteDecision", "decide"]

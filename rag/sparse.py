@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import threading
 from functools import lru_cache
@@ -262,8 +261,8 @@ class SparseIndex:
 
     @classmethod
     def from_settings(cls, s) -> "SparseIndex":
-        return cls(method=s.method, k1=s.k1, b=s.b, stopwords=s.stopwords, stemmer=s.stemmer,
-                   backend=getattr(s, "backend", "auto"))
+        """From the ``sparse`` settings (:class:`rag.config.SparseSettings`)."""
+        return cls(method=s.method, k1=s.k1, b=s.b, stopwords=s.stopwords, stemmer=s.stemmer, backend=s.backend)
 
     # -- build -------------------------------------------------------------------------------
     def build_from_tokens(self, corpus_tokens: list[list[str]]) -> "SparseIndex":

@@ -23,42 +23,43 @@ def doc_text(i: int) -> str:
 
 def main() -> None:
     data_dir, log_path = sys.argv[1], sys.argv[2]
+    from reliability_kit import FakeEmbedder
+
     from ingest.pipeline import ingest, remove_documents
     from rag.config import load_settings
     from rag.store import CollectionNotFound, open_collection
-    from reliability_kit import FakeEmbedder
 
     settings = load_settings(data_dir=data_dir)
     settings.chunking.chunk_tokens, settings.chunking.overlap_tokens = 48, 8
     emb = FakeEmbedder()
     try:
-        docs = [d["doc_id"] for d in open_collection("c", data_dir).documents()]
+        docs = [d["doc_id"] for d in open_collection("c", settings).documents()]
     except CollectionNotFound:
         docs = []
     n = max([int(d.split("-")[1].split(".")[0]) for d in docs] + [0]) + 1
     log = open(log_path, "a")
     if docs:  # a kill after the last CURRENT swap but before its log line: record what was found
-        committed(log, data_dir)
+        committed(log, settings)
     print("ready", flush=True)
     rnd = 0
     while True:
         files = [(f"doc-{i}.md", doc_text(i).encode()) for i in range(n, n + 3)]
         n += 3
         ingest("c", files, settings=settings, embedder=emb)
-        committed(log, data_dir)
+        committed(log, settings)
         rnd += 1
         if rnd % 4 == 0:
-            col = open_collection("c", data_dir)
+            col = open_collection("c", settings)
             victim = col.documents()[rnd % max(1, len(col.documents()))]["doc_id"]
             remove_documents("c", [victim], settings=settings)
-            committed(log, data_dir)
+            committed(log, settings)
 
 
-def committed(log, data_dir) -> None:
+def committed(log, settings) -> None:
     from rag.store import open_collection
 
-    version = (Path(data_dir) / "collections" / "c" / "CURRENT").read_text().strip()
-    log.write(f"committed {version} {len(open_collection('c', data_dir).documents())}\n")
+    version = (Path(settings.data_dir) / "collections" / "c" / "CURRENT").read_text().strip()
+    log.write(f"committed {version} {len(open_collection('c', settings).documents())}\n")
     log.flush()
     os.fsync(log.fileno())
 

@@ -12,7 +12,6 @@ import random
 import struct
 import zipfile
 
-
 # --- PDF ------------------------------------------------------------------------------------
 
 def _pdf_escape(s: str) -> bytes:

@@ -101,10 +101,12 @@ def collection_counts(data_dir, name: str) -> dict:
     """Every count a collection keeps, read independently; ``consistent`` is True when they all agree."""
     import sqlite3
 
-    from rag.store import _CACHE, open_collection
+    from rag.config import load_settings
+    from rag.store import open_collection
+    from rag.store.reader import _CACHE
 
     _CACHE.clear()  # read what is on disk now, not a cached object
-    col = open_collection(name, data_dir)
+    col = open_collection(name, load_settings(data_dir=data_dir))
     con = sqlite3.connect(f"file:{col.vdir / 'chunks.sqlite'}?mode=ro", uri=True)
     try:
         rows = con.execute("SELECT COUNT(*), COALESCE(MIN(row), 0), COALESCE(MAX(row), -1) FROM chunks").fetchone()
@@ -356,16 +358,15 @@ def shared_server():
     with _SHARED_LOCK:
         if "served" in _SHARED:
             return _SHARED["served"], _SHARED["nim"]
-        from fake_nim import FakeNIM, Script
-
         from rag.catalog import Catalog
+        from rag.testing.fake_nim import FakeNIM, Script
 
         catalog = Catalog.load()
         served_models = tuple(m.serves["local"] for m in catalog.models if "local" in m.serves)
         nim = FakeNIM(models=served_models, default=Script(tokens=ANSWER_TOKENS)).start()
         root = Path(tempfile.mkdtemp(prefix="hybrid-rag-reliability-"))
         env = {"HYBRID_RAG_ADMIN_PASSWORD": ADMIN_PASSWORD, catalog.endpoint("local").base_url_env: nim.base_url,
-               "HYBRID_RAG_FALLBACK_ORDER": "local,embedded", **PLANTED_KEYS}
+               "HYBRID_RAG__MODELS__FALLBACK_ORDER": "local,embedded", **PLANTED_KEYS}
         try:
             s = serve(root, env)
         except BaseException:

@@ -3,10 +3,10 @@ import threading
 
 import pytest
 
-from fake_nim import FakeNIM, Script, closed_port_url, fake_catalog, fake_nim  # noqa: F401 (fixture)
 from rag.answer import Done, NoModelAvailable, Sources, Token, answer, parse_citations
 from rag.catalog import ParamsError, UnknownModelError
 from rag.llm import EmbeddedClient, HealthCache, Stream
+from rag.testing.fake_nim import Script, closed_port_url, fake_catalog
 from rag.types import Chunk, Hit
 
 KEY = "sekrit-test-key-42"

@@ -6,8 +6,16 @@ import threading
 import numpy as np
 import pytest
 
-from rag.arena import (Arena, ArenaError, Vote, bradley_terry, leaderboard, leaderboard_csv, pairwise,
-                       to_elo)
+from rag.arena import (
+    Arena,
+    ArenaError,
+    Vote,
+    bradley_terry,
+    leaderboard,
+    leaderboard_csv,
+    pairwise,
+    to_elo,
+)
 
 
 def _v(models, outcome, i=0):

@@ -3,7 +3,15 @@ import socket
 
 import pytest
 
-from rag.catalog import Catalog, CatalogError, ParamsError, SamplingParams, UnknownModelError, validate_params
+from rag.catalog import (
+    Catalog,
+    CatalogError,
+    ParamsError,
+    SamplingParams,
+    UnknownModelError,
+    validate_params,
+)
+from rag.config import ConfigError
 
 # Every chat model in /work/shared/model-cards (000: nine API-catalog models; 001/004: Nemotron-70B;
 # 002: Nemotron-4-340B; 003: an ONNX build of Mistral-NeMo-12B, listed as an alias).
@@ -48,11 +56,12 @@ def test_endpoints_of_three_kinds_plus_embedded(catalog):
 
 
 def test_fallback_order_is_configurable():
-    c = Catalog.load(environ={"HYBRID_RAG_FALLBACK_ORDER": "hosted, embedded"})
+    c = Catalog.load(environ={"HYBRID_RAG__MODELS__FALLBACK_ORDER": "hosted, embedded"})
     assert c.fallback_order == ["hosted", "embedded"]
     assert c.endpoints_for(c.model_for_route("speed")) == ["hosted"]
-    with pytest.raises(CatalogError, match="unknown endpoint"):
-        Catalog.load(environ={"HYBRID_RAG_FALLBACK_ORDER": "cloud"})
+    with pytest.raises(ConfigError, match="unknown endpoint 'cloud'.*|HYBRID_RAG__MODELS__FALLBACK_ORDER") as e:
+        Catalog.load(environ={"HYBRID_RAG__MODELS__FALLBACK_ORDER": "cloud"})
+    assert "unknown endpoint 'cloud'" in str(e.value) and "HYBRID_RAG__MODELS__FALLBACK_ORDER" in str(e.value)
 
 
 def test_unknown_model_lists_the_known_ones(catalog):

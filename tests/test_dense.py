@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from rag.config import DenseSettings
 from rag.dense import DenseIndex, gpu_count
 
 
@@ -24,7 +25,7 @@ def test_exact_search_matches_brute_force():
 def test_hnsw_above_threshold_has_high_recall():
     rng = np.random.default_rng(1)
     X, Q = _unit(rng, 3000, 32), _unit(rng, 50, 32)
-    idx = DenseIndex(32, exact_max=1000, ef_search=128).build(X)
+    idx = DenseIndex(32, DenseSettings(exact_max=1000, approx="hnsw", hnsw_ef_search=128)).build(X)
     assert idx.kind == "hnsw"
     _, rows = idx.search(Q, 10)
     want = np.argsort(-(Q @ X.T), axis=1)[:, :10]
@@ -55,14 +56,14 @@ def test_empty_index_returns_nothing():
     assert rows.shape == (1, 0)
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("faiss")
 def test_gpu_exact_search_matches_cpu():
     assert gpu_count() > 0
     rng = np.random.default_rng(3)
     X, Q = _unit(rng, 20000, 384), _unit(rng, 64, 384)
     gpu = DenseIndex(384).build(X)
     assert gpu.device == "gpu"
-    cpu = DenseIndex(384, use_gpu="never").build(X)
+    cpu = DenseIndex(384, DenseSettings(use_gpu="never")).build(X)
     assert cpu.device == "cpu"
     _, rg = gpu.search(Q, 10)
     _, rc = cpu.search(Q, 10)

@@ -6,9 +6,11 @@ import json
 import numpy as np
 import pytest
 
+from rag.config import DenseSettings
 from rag.dense import DenseIndex
-from rag.sparse import NUMBA_AVAILABLE, SparseIndex, Tokenizer, top_k
-from rag.store import CollectionWriter, DocRecord, _write_vectors, open_collection
+from rag.sparse import SparseIndex, Tokenizer, top_k
+from rag.store import CollectionWriter, DocRecord, open_collection
+from rag.store.writer import _write_vectors
 from rag.types import Chunk
 
 
@@ -41,7 +43,6 @@ def test_vectorised_build_equals_bm25s_index(sample_corpus, method):
         np.testing.assert_allclose(ours.scores_for_tokens(qt), want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba is not installed")
 def test_compiled_top_k_equals_numpy_top_k(sample_corpus):
     texts = _texts(sample_corpus)
     fast = SparseIndex(backend="numba").build(texts)
@@ -60,7 +61,6 @@ def test_compiled_top_k_equals_numpy_top_k(sample_corpus):
     assert tied.search("alpha", 2)[0].tolist() == [0, 1]
 
 
-@pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba is not installed")
 def test_compiled_fusion_inputs_equal_the_full_score_array(sample_corpus):
     """The kernel's extra-row scores and score moments are what fusion would read off the full array."""
     texts = _texts(sample_corpus)
@@ -102,13 +102,13 @@ def test_approximate_indexes_have_high_recall(approx, storage, tmp_path):
     X = centres[rng.integers(0, 40, 4000)] + 0.3 * _unit(rng, 4000, 32)
     X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
     Q = _unit(rng, 40, 32)
-    idx = DenseIndex(32, exact_max=1000, approx=approx, storage=storage, ivf_nprobe=16, ef_search=128).build(X)
+    idx = DenseIndex(32, DenseSettings(exact_max=1000, approx=approx, storage=storage, ivf_nprobe=16, hnsw_ef_search=128)).build(X)
     assert idx.kind == approx
     want = np.argsort(-(Q @ X.T), axis=1)[:, :10]
     _, rows = idx.search(Q, 10)
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, want)]) >= 0.9
     idx.save(tmp_path / "d")
-    back = DenseIndex.load(tmp_path / "d")
+    back = DenseIndex.load(tmp_path / "d", DenseSettings(ivf_nprobe=16, hnsw_ef_search=128))
     assert (back.kind, back.storage, back.approx) == (approx, storage, approx)
     np.testing.assert_array_equal(back.search(Q, 10)[1], rows)
     assert back.memory_bytes() > 0
@@ -116,7 +116,7 @@ def test_approximate_indexes_have_high_recall(approx, storage, tmp_path):
 
 def test_ivf_grows_in_place_until_it_needs_retraining():
     rng = np.random.default_rng(2)
-    idx = DenseIndex(16, exact_max=100, approx="ivf").build(_unit(rng, 1000, 16))
+    idx = DenseIndex(16, DenseSettings(exact_max=100, approx="ivf")).build(_unit(rng, 1000, 16))
     assert idx.fits(3000) and not idx.fits(5000) and not idx.fits(50)
     idx.add(_unit(rng, 10, 16))
     assert idx.size == 1010
@@ -140,13 +140,12 @@ def test_incremental_commit_equals_a_full_build(settings, sample_corpus):
 
     def write(name, batches):
         for batch in batches:
-            with CollectionWriter(name, settings.data_dir, embedder_id="e", dim=8, chunking={},
-                                  sparse_settings=settings.sparse, dense_settings=settings.dense) as w:
+            with CollectionWriter(name, settings, embedder_id="e", dim=8) as w:
                 for i in batch:
                     c = Chunk(id=f"d{i}#0", doc_id=f"d{i}", source=f"d{i}", text=texts[i], start=0, end=1)
                     w.add(DocRecord(f"d{i}", f"d{i}", "", f"h{i}"), [c], vecs[i:i + 1])
                 w.commit()
-        return open_collection(name, settings.data_dir)
+        return open_collection(name, settings)
 
     inc = write("inc", [range(0, 100), range(100, 120)])
     full = write("full", [range(0, 120)])
@@ -163,7 +162,6 @@ def test_incremental_commit_equals_a_full_build(settings, sample_corpus):
 
 @pytest.mark.slow
 def test_onnx_embedder_matches_sentence_transformers(tmp_path):
-    pytest.importorskip("onnxruntime")
     from rag.embed import OnnxEmbedder, get_embedder
 
     embedder = get_embedder("local", backend="torch")
@@ -180,7 +178,7 @@ def test_onnx_embedder_matches_sentence_transformers(tmp_path):
     assert fp32.tokenizer("hello")["input_ids"] == embedder.tokenizer("hello")["input_ids"]
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("torch")
 def test_gpu_embedding_matches_cpu():
     from rag.embed import LocalEmbedder
 
@@ -192,8 +190,7 @@ def test_gpu_embedding_matches_cpu():
 
 def test_staging_many_documents_dedupes_in_constant_time(settings):
     """Staging uses dicts, not scans: replacing, removing and hash lookups still behave as before."""
-    with CollectionWriter("many", settings.data_dir, embedder_id="e", dim=8, chunking={},
-                          sparse_settings=settings.sparse, dense_settings=settings.dense) as w:
+    with CollectionWriter("many", settings, embedder_id="e", dim=8) as w:
         vec = np.ones((1, 8), np.float32)
         for i in range(3000):
             c = Chunk(id=f"d{i}#0", doc_id=f"d{i}", source="s", text=f"text number {i}", start=0, end=1)
@@ -205,5 +202,5 @@ def test_staging_many_documents_dedupes_in_constant_time(settings):
         w.remove("d7")
         assert not w.has_document("d7") and w.doc_with_hash("h7") is None
         w.commit()
-    col = open_collection("many", settings.data_dir)
+    col = open_collection("many", settings)
     assert col.size == 2999 and col.chunks([col.size - 1])[0].text == "replaced"

@@ -1,9 +1,17 @@
 """ChatNVIDIA-backed clients against a fake NIM on loopback (real HTTP + SSE), and the embedded model."""
 import pytest
 
-from fake_nim import FakeNIM, Script, closed_port_url, fake_catalog, fake_nim  # noqa: F401 (fixture)
 from rag.catalog import SamplingParams
-from rag.llm import EndpointError, HealthCache, NeedsKey, StreamBroken, make_client, probe, redact
+from rag.llm import (
+    EndpointError,
+    HealthCache,
+    NeedsKey,
+    StreamBroken,
+    make_client,
+    probe,
+    redact,
+)
+from rag.testing.fake_nim import Script, closed_port_url, fake_catalog
 
 MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is in the sources?"}]
 KEY = "sekrit-test-key-42"
@@ -147,3 +155,51 @@ def test_embedded_model_answers_offline():
     text = "".join(stream)
     assert text.strip() and stream.completion_tokens >= 1 and stream.finish_reason in ("stop", "length")
     assert client.count_tokens("hello world") == 2
+
+
+@pytest.fixture
+def fake_llama(monkeypatch):
+    """A stand-in ``llama_cpp`` that records how ``Llama`` was built; the loaded model is reset after."""
+    import sys
+    import types
+    from pathlib import Path
+
+    import rag.llm.embedded as embedded
+
+    built = []
+
+    class Params:
+        use_extra_bufts = True
+
+    lc = types.ModuleType("llama_cpp.llama_cpp")
+    lc.llama_model_default_params = Params
+
+    class Llama:
+        def __init__(self, **kwargs):
+            built.append({**kwargs, "use_extra_bufts": lc.llama_model_default_params().use_extra_bufts})
+
+        def close(self):
+            pass
+
+    pkg = types.ModuleType("llama_cpp")
+    pkg.Llama, pkg.llama_cpp = Llama, lc
+    monkeypatch.setitem(sys.modules, "llama_cpp", pkg)
+    monkeypatch.setitem(sys.modules, "llama_cpp.llama_cpp", lc)
+    monkeypatch.setattr(embedded, "smollm2_path", lambda: Path("/models/smollm2.gguf"))
+    monkeypatch.setattr(embedded, "_LLAMA", None)
+    return embedded, lc, Params, built
+
+
+@pytest.mark.parametrize("threads, repack", [(0, False), (3, True)])
+def test_embedded_threads_and_repack_reach_llama_cpp(fake_llama, monkeypatch, threads, repack):
+    embedded, lc, default_params, built = fake_llama
+    monkeypatch.setattr(embedded.os, "cpu_count", lambda: 16)
+    cat = fake_catalog("http://127.0.0.1:9/v1")
+    client = make_client(cat, "embedded", cat.embedded_model(), threads=threads, repack=repack)
+    llm = client._llm()
+    assert client._llm() is llm and len(built) == 1  # loaded once
+    want = threads or 4  # 0: half the cores, at most 4
+    assert built[0]["n_threads"] == built[0]["n_threads_batch"] == want
+    assert built[0]["n_ctx"] == 2048 and built[0]["model_path"] == "/models/smollm2.gguf"
+    assert built[0]["use_extra_bufts"] is repack
+    assert lc.llama_model_default_params is default_params  # the patch is undone after loading

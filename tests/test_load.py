@@ -12,9 +12,14 @@ import threading
 import time
 
 import pytest
-
-from reliability_kit import (GradioHTTP, ThreadErrors, admin_upload, collection_counts, create_collection,
-                             shared_server)
+from reliability_kit import (
+    GradioHTTP,
+    ThreadErrors,
+    admin_upload,
+    collection_counts,
+    create_collection,
+    shared_server,
+)
 
 SESSIONS = int(os.environ.get("HYBRID_RAG_LOAD_SESSIONS", "50"))
 SECONDS = float(os.environ.get("HYBRID_RAG_LOAD_SECONDS", "120"))
@@ -34,9 +39,9 @@ def _p(xs, q):
 
 @pytest.mark.slow
 def test_50_chat_sessions_and_an_ingest_for_two_minutes():
-    from fake_nim import Script
-
     from reliability_kit import ANSWER_TOKENS
+
+    from rag.testing.fake_nim import Script
 
     served, nim = shared_server()
     nim.default = Script(tokens=ANSWER_TOKENS, ttft_s=0.05, chunk_delay_s=0.02)
@@ -140,14 +145,15 @@ def test_50_chat_sessions_and_an_ingest_for_two_minutes():
 
 def test_per_version_caches_stay_bounded(settings):
     """Every commit makes a new version; a long-running server must not keep state for each one."""
+    from reliability_kit import FakeEmbedder
+
     from ingest.pipeline import ingest
     from rag import retrieve
     from rag.retrieve import Retriever
     from rag.store import open_collection
-    from reliability_kit import FakeEmbedder
 
     emb = FakeEmbedder()
     for i in range(retrieve._STATS_MAX + 4):
         ingest("grow", [(f"d{i}.md", _doc(i))], settings=settings, embedder=emb)
-        Retriever(open_collection("grow", settings.data_dir), emb, settings.retrieval).search("quokka", k=2)
+        Retriever(open_collection("grow", settings), emb, settings.retrieval).search("quokka", k=2)
     assert len(retrieve._STATS) <= retrieve._STATS_MAX

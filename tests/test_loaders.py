@@ -1,17 +1,28 @@
-"""ingest.loaders: format sniffing, text extraction, hostile inputs and archive expansion."""
+"""ingest.formats, ingest.archive, ingest.names: format sniffing, text extraction, hostile inputs and
+archive expansion."""
 from __future__ import annotations
 
 import gzip
 import json
+import re
 import time
+import unicodedata
 import zipfile
 
+import filegen as g
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import filegen as g
-from ingest.loaders import LoadError, is_archive, iter_archive, load, safe_name
+from ingest.archive import is_archive, iter_archive
+from ingest.formats import LoadError, load
+from ingest.formats.beir import load_beir
+from ingest.formats.docx import load_docx
+from ingest.formats.html import load_html
+from ingest.formats.markdown import load_markdown
+from ingest.formats.pdf import load_pdf
+from ingest.formats.text import load_text
+from ingest.names import safe_name, unique_name
 
 ZIP_LIMITS = dict(max_files=50, max_total_bytes=10 << 20, max_ratio=100.0)
 
@@ -27,10 +38,53 @@ def load_one(data: bytes, name: str):
     return d
 
 
+# every message names the file and says what to do, and never quotes an exception ("Error -3 while ...",
+# "KeyError", "Bad CRC-32 for file ...")
+FIX_HINT = re.compile(r"\b(upload|save|split|check|run|create|export|decompress|repack|unpack|open|download|"
+                      r"put|install|fix|remove|use)\b", re.I)
+RAW_EXCEPTION = re.compile(r"\b\w*(Error|Exception)\b|Error -\d|Bad CRC|Expecting \w")
+
+
+def assert_clear(msg: str, name: str) -> None:
+    assert msg.startswith(safe_name(name) + ":"), msg
+    assert FIX_HINT.search(msg), f"no fix in {msg!r}"
+    assert not RAW_EXCEPTION.search(msg), f"raw exception text in {msg!r}"
+
+
 def error_of(data: bytes, name: str) -> str:
     with pytest.raises(LoadError) as e:
         load(data, name)
-    return str(e.value)
+    msg = str(e.value)
+    assert_clear(msg, name)
+    return msg
+
+
+# --- one tiny valid file per format module ----------------------------------------------------
+
+# each format module's loader, called directly and through load(): (file, name, loader, text it must hold)
+TINY = {
+    "pdf": (lambda: g.make_pdf(["Tiny PDF text."]), "tiny.pdf", load_pdf, "Tiny PDF text."),
+    "docx": (lambda: g.make_docx([("p", "Tiny DOCX text.")]), "tiny.docx", load_docx, "Tiny DOCX text."),
+    "html": (lambda: b"<p>Tiny HTML text.</p>", "tiny.html",
+             lambda data, shown: load_html(data, shown, len(data)), "Tiny HTML text."),
+    "markdown": (lambda: b"# Tiny\n\nTiny Markdown text.\n", "tiny.md",
+                 lambda data, shown: load_markdown(data.decode(), shown, len(data), "utf-8"), "Tiny Markdown text."),
+    "text": (lambda: b"Tiny plain text.", "tiny.txt",
+             lambda data, shown: load_text(data.decode(), shown, len(data), "utf-8"), "Tiny plain text."),
+    "beir": (lambda: b'{"_id": "t1", "title": "Tiny", "text": "Tiny BEIR text."}\n', "tiny.jsonl",
+             lambda data, shown: load_beir(data.decode(), shown, len(data))[0], "Tiny BEIR text."),
+}
+
+
+@pytest.mark.parametrize("fmt", list(TINY))
+def test_each_format_module_loads_a_tiny_file(fmt):
+    make, name, module_loader, phrase = TINY[fmt]
+    data = make()
+    direct = module_loader(data, name)
+    (d,) = load(data, name)
+    assert d.source == name and d.metadata["bytes"] == len(data)
+    assert d.metadata["format"] == direct.metadata["format"] == fmt
+    assert phrase in d.text and d.text == direct.text
 
 
 # --- PDF --------------------------------------------------------------------------------------
@@ -132,6 +186,12 @@ def test_damaged_docx():
     assert not is_archive(data[: len(data) // 2], "cut.docx")
 
 
+def test_docx_with_unreadable_parts_says_damaged_without_the_exception():
+    data = g.make_zip({"word/document.xml": b"<not xml"})  # python-docx: KeyError for [Content_Types].xml
+    msg = error_of(data, "parts.docx")
+    assert "damaged" in msg and "Word or LibreOffice" in msg
+
+
 def test_zip_that_is_not_docx_points_to_iter_archive():
     data = g.make_zip({"a.txt": b"hello"})
     assert is_archive(data, "a.zip") and is_archive(data, "renamed.docx")
@@ -165,6 +225,8 @@ def test_html_sniffed_without_suffix_and_deep_nesting():
 
 def test_html_without_visible_text():
     assert "no visible text" in error_of(b"<html><script>app()</script></html>", "spa.html")
+    for bom in (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"):  # an empty page saved with a byte-order mark
+        assert "no visible text" in error_of(bom, "empty.html")
 
 
 # --- Markdown and text ------------------------------------------------------------------------
@@ -244,10 +306,25 @@ def test_beir_malformed_line_is_named(bad, line):
     assert f"line {line}" in msg
 
 
+def test_beir_lines_json_cannot_parse_are_named():
+    head = b'{"_id": "a", "text": "x"}\n'
+    assert "too deeply" in error_of(head + b"[" * 100_000 + b"\n", "corpus.jsonl")
+    assert "line 2 is not valid JSON" in error_of(head + b"1" * 5000 + b"\n", "corpus.jsonl")  # too long for int()
+    assert "(the error is at column 13)" in error_of(head + b'{"_id": "b" "text": "y"}\n', "corpus.jsonl")
+    assert load_one(b'{"a": ' + b"[" * 100_000, "nested").metadata["format"] == "text"  # not sniffed as BEIR
+
+
+def test_beir_without_records():
+    assert "empty" in error_of(b"\n\n", "corpus.jsonl")
+    assert "no records" in error_of("\u3000\n".encode(), "corpus.jsonl")
+
+
 def test_beir_gz_bomb_and_truncation():
     bomb = gzip.compress(b'{"_id": "a", "text": "' + b"a" * (20 << 20) + b'"}\n', compresslevel=1)
     assert "decompression bomb" in error_of(bomb, "corpus.jsonl.gz")
     assert "truncated" in error_of(g.make_beir_jsonl_gz()[:-12], "corpus.jsonl.gz")
+    damaged = g.make_beir_jsonl_gz()[:10] + b"\xff" * 40  # zlib: "invalid block type"
+    assert "gzip data is damaged" in error_of(damaged, "corpus.jsonl.gz")
 
 
 # --- names ------------------------------------------------------------------------------------
@@ -270,6 +347,13 @@ def test_safe_name_examples():
     assert long.endswith(".txt") and len(long) == 150
     assert safe_name("") == safe_name("..") == "unnamed"
     assert safe_name("ok name (1).md") == "ok name (1).md"
+
+
+def test_unique_name():
+    used: set[str] = set()
+    assert [unique_name(n, used) for n in ("a.txt", "a.txt", "a.txt", "b", "b")] == \
+        ["a.txt", "a (2).txt", "a (3).txt", "b", "b (2)"]
+    assert used == {"a.txt", "a (2).txt", "a (3).txt", "b", "b (2)"}
 
 
 def test_document_names_are_safe():
@@ -379,6 +463,28 @@ def test_encrypted_zip_member():
     assert isinstance(err, LoadError) and "password" in str(err)
 
 
+def test_damaged_zip_member_says_so_without_the_exception():
+    data = bytearray(g.make_zip({"a.txt": b"hello world", "b.txt": b"fine"}, compression=zipfile.ZIP_STORED))
+    at = data.find(b"hello world")
+    data[at] ^= 0xFF  # the CRC no longer matches
+    got = dict(iter_archive(bytes(data), "crc.zip", **ZIP_LIMITS))
+    assert got["b.txt"] == b"fine"
+    msg = str(got["a.txt"])
+    assert_clear(msg, "a.txt")
+    assert "damaged" in msg and "CRC" not in msg
+
+
+def test_zip_member_with_unsupported_compression_says_so():
+    data = bytearray(g.make_zip({"a.txt": b"hello"}, compression=zipfile.ZIP_STORED))
+    for sig, off in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):  # compression method 9: Deflate64
+        i = data.find(sig)
+        data[i + off:i + off + 2] = (9).to_bytes(2, "little")
+    ((name, err),) = iter_archive(bytes(data), "d64.zip", **ZIP_LIMITS)
+    assert isinstance(err, LoadError)
+    assert_clear(str(err), name)
+    assert "compressed with a method" in str(err) and "That compression method" not in str(err)
+
+
 # --- robustness -------------------------------------------------------------------------------
 
 def test_huge_single_line_text_loads_linearly():
@@ -388,33 +494,172 @@ def test_huge_single_line_text_loads_linearly():
     assert len(d.text) == len(data) and time.perf_counter() - t < 20
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def _clean_text(text: str) -> bool:
+    """Text a loader must accept: no control characters but tab and line ends, nothing unassigned or private,
+    no replacement characters, something besides whitespace, and not the signature of a binary format
+    (a text file that starts with "%PDF-" or "GIF89a" is sniffed as what it claims to be)."""
+    return bool(text.strip()) and not _starts_like_binary(text) and not any(
+        (unicodedata.category(c) in ("Cc", "Cn", "Co", "Cs") and c not in "\t\n\r") or c == "\ufffd" for c in text)
+
+
+def _starts_like_binary(text: str) -> bool:
+    return bool(re.match(r"\s*%PDF-", text)) or text.startswith(("BZh", "GIF87a", "GIF89a", "{\\rtf")) \
+        or text[257:262] == "ustar"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=600), st.sampled_from(["a.txt", "a.md", "a.html", "a.pdf", "a.jsonl", "a.jsonl.gz",
                                                   "a.docx", "a", "a.zip"]))
-def test_arbitrary_bytes_only_raise_load_error(data, name):
+def test_arbitrary_bytes_load_or_raise_a_clear_load_error(data, name):
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    must_load = name in ("a.txt", "a.md") and text is not None and _clean_text(text) and not text.startswith("\ufeff")
     try:
         docs = load(data, name)
     except LoadError as e:
-        assert str(e).startswith(safe_name(name) + ":")
+        assert not must_load, f"clean UTF-8 text named {name} was refused: {e}"
+        assert_clear(str(e), name)
         return
     for d in docs:
         assert isinstance(d.text, str) and d.text.strip()
         d.text.encode("utf-8")  # always encodable
+    if must_load:
+        (d,) = docs
+        assert d.text == text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-@settings(max_examples=80, deadline=None)
+# text a user can write: every character but controls (tab and line ends excepted), surrogates, unassigned and
+# private-use code points, the BOM and U+FFFD
+_printable = st.characters(blacklist_categories=("Cc", "Cs", "Cn", "Co"), blacklist_characters="\ufeff\ufffd")
+_clean = st.text(st.one_of(_printable, st.sampled_from("\t\n\r")), max_size=300).filter(_clean_text)
+_spaces = st.text(st.sampled_from(" \t\n\r\f\v\xa0\u2003\u3000\u2028"), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_clean, st.sampled_from(["utf-8", "utf-16", "utf-8-sig"]), st.sampled_from(["a.txt", "a.md"]))
+def test_any_written_text_loads_as_written(text, encoding, name):
+    (d,) = load(text.encode(encoding), name)
+    assert d.text == text.replace("\r\n", "\n").replace("\r", "\n")
+    assert d.metadata["format"] == ("text" if name == "a.txt" else "markdown")
+    for s in d.sections:
+        assert 0 <= s.start <= s.end <= len(d.text)
+
+
+_western_words = st.sampled_from(["the", "retrieval", "chunk", "Müller", "façade", "crème", "Brücke", "naïve",
+                                  "señor", "Noël", "smørrebrød", "3.14", "(x)", "-"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(_western_words, st.sampled_from([" ", "\n", ", ", ". ", "\r\n"])), min_size=1, max_size=60))
+def test_western_legacy_text_loads_as_written(pairs):
+    """cp1252/latin-1 text whose letters are mostly ASCII (every word here) is decoded exactly."""
+    text = "".join(w + sep for w, sep in pairs)
+    (d,) = load(text.encode("latin-1"), "legacy.txt")
+    assert d.text == text.replace("\r\n", "\n")
+    assert d.metadata["encoding"] == ("utf-8" if text.isascii() else "cp1252")
+
+
+@settings(max_examples=40, deadline=None)
+@given(_spaces, st.sampled_from(["utf-8", "utf-16", "utf-8-sig"]),
+       st.sampled_from(["a.txt", "a.md", "a", "a.html", "a.jsonl"]))
+def test_whitespace_only_files_are_refused_as_empty(spaces, encoding, name):
+    msg = error_of(spaces.encode(encoding), name)
+    expect = {"a.html": "empty|no visible text", "a.jsonl": "empty|no records"}.get(name, "empty|no text")
+    assert re.search(expect, msg), msg
+
+
+_controls = st.text(st.sampled_from("\x00\x01\x02\x03\x07\x08\x0e\x10\x15\x1a\x7f\x81\x9f\ufffd"), min_size=3,
+                    max_size=20)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(_printable, max_size=60), _controls, st.randoms(use_true_random=False),
+       st.sampled_from(["utf-8", "utf-16", "utf-8-sig"]), st.sampled_from(["a.txt", "a.md"]))
+def test_text_full_of_control_characters_is_refused_as_binary(text, controls, rnd, encoding, name):
+    """More than 2 (and 2%) control or replacement characters: the file is not text."""
+    chars = list(text) + list(controls * (1 + len(text) // 50))
+    rnd.shuffle(chars)
+    mixed = "".join(chars)
+    assume(not _starts_like_binary(mixed))
+    assume(not (encoding == "utf-16" and mixed.startswith("\x00")))  # FF FE 00 00 is the UTF-32 byte-order mark
+    assert "looks binary" in error_of(mixed.encode(encoding), name)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["h1", "h2", "h3", "p", "div", "li"]),
+                          st.lists(st.from_regex(r"[A-Za-z0-9]{1,10}", fullmatch=True), min_size=1, max_size=8)),
+                min_size=1, max_size=12),
+       st.sampled_from(["page.html", "page"]))
+def test_generated_html_loads_with_its_words_and_headings(blocks, name):
+    body = "".join(f"<{t}>{' '.join(ws)}</{t}>" if t != "li" else f"<ul><li>{' '.join(ws)}</li></ul>"
+                   for t, ws in blocks)
+    data = f"<!DOCTYPE html><html><head><title>T</title><script>hidden()</script></head><body>{body}</body></html>"
+    d = load_one(data.encode(), name)
+    assert d.metadata["format"] == "html" and d.title == "T"
+    assert d.text.split() == [w for _, ws in blocks for w in ws]
+    assert [s.heading for s in d.sections if s.heading] == [" ".join(ws) for t, ws in blocks if t[0] == "h"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["#", "##", "###", "setext", "p", "fence"]),
+                          st.lists(st.from_regex(r"[A-Za-z0-9]{1,10}", fullmatch=True), min_size=1, max_size=8)),
+                min_size=1, max_size=12))
+def test_generated_markdown_loads_with_its_headings(blocks):
+    parts = []
+    for kind, ws in blocks:
+        line = " ".join(ws)
+        if kind == "setext":
+            parts.append(f"{line}\n{'=' * len(line)}")
+        elif kind == "fence":
+            parts.append(f"```\n# {line}\n```")  # not a heading inside a code fence
+        elif kind == "p":
+            parts.append(line)
+        else:
+            parts.append(f"{kind} {line}")
+    text = "\n\n".join(parts) + "\n"
+    d = load_one(text.encode(), "gen.md")
+    assert d.text == text and d.metadata["format"] == "markdown"
+    headings = [" ".join(ws) for kind, ws in blocks if kind not in ("p", "fence")]
+    assert [s.heading for s in d.sections if s.heading] == headings
+    assert d.title == (headings[0] if headings else "")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.text(_printable, min_size=1, max_size=12).filter(str.strip),
+                                    st.integers(0, 10**6)),
+                          st.text(_printable, max_size=20), st.text(max_size=80)),
+                min_size=1, max_size=15, unique_by=lambda r: str(r[0])),
+       st.sampled_from(["corpus.jsonl", "corpus.jsonl.gz", "corpus"]))
+def test_generated_beir_corpus_loads_every_record(records, name):
+    data = "".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in records).encode()
+    if name.endswith(".gz"):
+        data = gzip.compress(data)
+    docs = load(data, name)
+    assert [d.doc_id for d in docs] == [str(i) for i, _, _ in records]
+    assert [d.title for d in docs] == [t.strip() for _, t, _ in records]
+    assert all(d.metadata["format"] == "beir" and d.source == name for d in docs)
+
+
+@settings(max_examples=60, deadline=None)
 @given(st.text(max_size=300), st.sampled_from(["utf-8", "utf-16", "utf-8-sig", "latin-1"]),
        st.sampled_from(["a.txt", "a.md", "a.html", "a.jsonl", "noext"]))
-def test_arbitrary_text_only_raises_load_error(text, encoding, name):
+def test_arbitrary_text_loads_or_raises_a_clear_load_error(text, encoding, name):
     try:
         data = text.encode(encoding)
     except UnicodeEncodeError:
-        return
+        data = text.encode(encoding, errors="replace")
+    must_load = name in ("a.txt", "a.md") and encoding != "latin-1" and _clean_text(text) \
+        and not (encoding == "utf-8" and text.startswith("\ufeff"))
     try:
         docs = load(data, name)
-    except LoadError:
+    except LoadError as e:
+        assert not must_load, f"clean text named {name} in {encoding} was refused: {e}"
+        assert_clear(str(e), name)
         return
     for d in docs:
+        assert d.text.strip()
         for s in d.sections:
             assert 0 <= s.start <= s.end <= len(d.text)
 

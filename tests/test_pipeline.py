@@ -1,8 +1,6 @@
 import io
 import zipfile
 
-import pytest
-
 from ingest.pipeline import display_name, ingest, remove_documents
 from rag.store import open_collection
 
@@ -28,19 +26,19 @@ def test_bad_files_fail_alone_and_the_rest_lands(settings, embedder):
     for bad in ("broken.pdf", "empty.txt"):
         r = by_name[bad]
         assert r.status == "failed" and bad in r.error and len(r.error) > 20, r.error
-    col = open_collection("docs", settings.data_dir)
+    col = open_collection("docs", settings)
     assert {d["doc_id"] for d in col.documents()} == {"alpha.md", "beta.txt"}
 
 
 def test_reingest_is_a_noop_and_a_changed_file_replaces_its_chunks(settings, embedder):
     _ingest(settings, embedder, [("alpha.md", DOC_A.encode()), ("beta.txt", DOC_B.encode())])
-    v1 = open_collection("docs", settings.data_dir).version
+    v1 = open_collection("docs", settings).version
     again = _ingest(settings, embedder, [("alpha.md", DOC_A.encode())])
     assert again[0].status == "duplicate" and again[0].chunks == 0
-    assert open_collection("docs", settings.data_dir).version == v1  # nothing written
+    assert open_collection("docs", settings).version == v1  # nothing written
     changed = _ingest(settings, embedder, [("alpha.md", (DOC_A + "\nGamma rays are photons.\n").encode())])
     assert changed[0].status == "replaced"
-    col = open_collection("docs", settings.data_dir)
+    col = open_collection("docs", settings)
     assert col.version != v1
     texts = " ".join(c.text for c in col.document_chunks("alpha.md"))
     assert "Gamma rays" in texts
@@ -75,7 +73,7 @@ def test_limits_give_clear_errors(settings, embedder):
 def test_remove_documents(settings, embedder):
     _ingest(settings, embedder, [("alpha.md", DOC_A.encode()), ("beta.txt", DOC_B.encode())])
     assert remove_documents("docs", ["beta.txt", "nope"], settings=settings) == 1
-    col = open_collection("docs", settings.data_dir)
+    col = open_collection("docs", settings)
     assert [d["doc_id"] for d in col.documents()] == ["alpha.md"]
     assert col.size == col.dense.size == col.sparse.size
 

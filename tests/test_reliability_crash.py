@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from reliability_kit import FakeEmbedder, collection_counts
 
 from ingest.pipeline import ingest, remove_documents
 from rag.retrieve import Retriever
 from rag.store import open_collection
-from reliability_kit import FakeEmbedder, collection_counts
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 KILLS = int(os.environ.get("HYBRID_RAG_CRASH_KILLS", "15"))
@@ -106,7 +106,7 @@ def test_readers_never_see_a_half_built_index(settings):
     stop = threading.Event()
 
     def record():
-        col = open_collection("live", settings.data_dir)
+        col = open_collection("live", settings)
         with states_lock:
             states[col.version] = {d["doc_id"] for d in col.documents()}
 
@@ -131,7 +131,7 @@ def test_readers_never_see_a_half_built_index(settings):
         rnd = random.Random(k)
         while not stop.is_set():
             try:
-                col = open_collection("live", settings.data_dir)
+                col = open_collection("live", settings)
                 assert col.dense.size == col.sparse.size == col.size, col.version
                 docs = {d["doc_id"] for d in col.documents()}
                 res = Retriever(col, emb, settings.retrieval).search(f"keyword{rnd.randrange(50)} topic", k=5,
@@ -162,10 +162,10 @@ def test_a_reader_keeps_the_version_it_opened(settings):
     """A query that started before several commits finishes on the version it opened."""
     emb = FakeEmbedder()
     ingest("held", [("a.md", _text(1).encode())], settings=settings, embedder=emb)
-    old = open_collection("held", settings.data_dir)
+    old = open_collection("held", settings)
     for i in range(2, 6):  # more commits than the versions kept on disk
         ingest("held", [(f"n{i}.md", _text(i).encode())], settings=settings, embedder=emb)
-    assert open_collection("held", settings.data_dir).version != old.version
+    assert open_collection("held", settings).version != old.version
     out: list = []
 
     def query():  # a fresh thread: no connection opened before the old version's files were collected

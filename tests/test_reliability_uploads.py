@@ -10,17 +10,27 @@ from __future__ import annotations
 import re
 import resource
 import time
-
-import pytest
-from hypothesis import HealthCheck, given, settings as hsettings
-from hypothesis import strategies as st
+import unicodedata
 
 import badfiles
+import pytest
+from hypothesis import HealthCheck, assume, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from reliability_kit import (
+    FakeEmbedder,
+    GradioHTTP,
+    admin_upload,
+    collection_counts,
+    create_collection,
+    shared_server,
+)
+
 from ingest.chunking import chunk_document
-from ingest.loaders import LoadError, load
+from ingest.formats import LoadError, load
+from ingest.formats.sniff import GZIP_MAGIC, ZIP_MAGIC, binary_kind, is_pdf
 from ingest.pipeline import ingest
 from rag.store import open_collection
-from reliability_kit import FakeEmbedder, GradioHTTP, admin_upload, collection_counts, create_collection, shared_server
 
 # an error must say what to do: one of these verbs (or a named command/setting) appears in every message
 FIX_HINT = re.compile(r"\b(upload|save|split|check|run|raise|create|export|decompress|repack|unpack|open|"
@@ -69,7 +79,7 @@ def test_bad_upload_corpus_in_one_batch(settings, emb):
     t = time.perf_counter()
     results = ingest("bad", files, settings=settings, embedder=emb)
     elapsed = time.perf_counter() - t
-    col = open_collection("bad", settings.data_dir)
+    col = open_collection("bad", settings)
     landed = _check_results(results, cases, col)
     for name, _ in good:
         assert {r.name: r.status for r in results}[name] == "added"
@@ -87,7 +97,7 @@ def test_each_bad_file_beside_a_good_one(settings, emb, case):
     good = ("good-a.md", badfiles.GOOD_A)
     files = [(case.name, case.data), good] if case.results.get("copy-of-good-a.md") is None else [good, (case.name, case.data)]
     results = ingest("one", files, settings=settings, embedder=emb)
-    col = open_collection("one", settings.data_dir)
+    col = open_collection("one", settings)
     _check_results(results, [case], col)
     assert "good-a.md" in {d["doc_id"] for d in col.documents()}
     assert collection_counts(settings.data_dir, "one")["consistent"]
@@ -114,7 +124,7 @@ def test_50mb_single_line_text_ingests_completely(settings, emb, tmp_path):
     elapsed = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert r.status == "added", r
-    col = open_collection("big", settings.data_dir)
+    col = open_collection("big", settings)
     counts = collection_counts(settings.data_dir, "big")
     assert counts["consistent"] and counts["manifest_chunks"] == r.chunks
     first, last = col.chunks([0, col.size - 1])
@@ -131,21 +141,46 @@ def test_50mb_single_line_text_ingests_completely(settings, emb, tmp_path):
 
 # --- properties: loading then chunking loses no text ------------------------------------------------
 
-_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=400)
+_any_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=400)
+_written_text = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Cn", "Co"), blacklist_characters="\ufffd")
+                        | st.sampled_from("\t\n\r"), max_size=400)
+
+
+def _suspicious(c: str) -> bool:
+    """Characters that count against a file being text: controls (but tab and line ends), unassigned and
+    private-use code points, U+FFFD."""
+    return (unicodedata.category(c) in ("Cc", "Cn", "Co") and c not in "\t\n\r") or c == "\ufffd"
 
 
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(text=_text, encoding=st.sampled_from(["utf-8", "utf-16", "utf-8-sig"]), name=st.sampled_from(["a.txt", "a.md"]))
+@given(text=_any_text | _written_text, encoding=st.sampled_from(["utf-8", "utf-16", "utf-8-sig"]),
+       name=st.sampled_from(["a.txt", "a.md"]))
 def test_loaded_text_is_the_file_and_its_chunks_cover_it(emb, text, encoding, name):
     """Plain text and Markdown are kept as written (line ends normalised), and every visible character of
-    the loaded document lands in a chunk whose offsets slice the document exactly."""
-    try:
-        docs = load(text.encode(encoding), name)
-    except LoadError:
-        return  # empty, or too many control characters to be text: a clear error is fine
-    (doc,) = docs
+    the loaded document lands in a chunk whose offsets slice the document exactly. Text without control
+    characters must load; whitespace-only text must be refused as empty; only text with control or
+    replacement characters may be refused as binary."""
+    data = text.encode(encoding)
+    # a file that starts like a PDF, a zip or an executable ("\x7fELF", "BZh") is sniffed as one, not as text
+    assume(not (is_pdf(data) or binary_kind(data) or data.startswith((*ZIP_MAGIC, GZIP_MAGIC))))
+    assume(not data.startswith(b"\xff\xfe\x00\x00"))  # UTF-16 text that starts with NUL: that is the UTF-32 BOM
     want = text[1:] if encoding == "utf-8" and text.startswith("\ufeff") else text
-    assert doc.text == want.replace("\r\n", "\n").replace("\r", "\n")
+    want = want.replace("\r\n", "\n").replace("\r", "\n")
+    suspicious = any(_suspicious(c) for c in text)
+    try:
+        docs = load(data, name)
+    except LoadError as e:
+        err = str(e)
+        assert err.startswith(name + ":") and FIX_HINT.search(err), err
+        if not want.strip():
+            assert re.search("empty|no text" + ("|looks binary" if suspicious else ""), err), err
+        else:
+            assert suspicious, f"text without control characters was refused: {err}"
+            assert "looks binary" in err, err
+        return
+    assert want.strip(), "a whitespace-only file was loaded"
+    (doc,) = docs
+    assert doc.text == want
     chunks = chunk_document(doc, emb.tokenizer, chunk_tokens=16, overlap_tokens=4)
     covered = 0
     for c in chunks:

@@ -34,14 +34,12 @@ def test_convex_by_hand():
 
 @pytest.fixture
 def retriever(settings, embedder):
-    with CollectionWriter("tiny", settings.data_dir, embedder_id=embedder.model_id, dim=embedder.dim,
-                          chunking={"chunk_tokens": 200, "overlap_tokens": 40},
-                          sparse_settings=settings.sparse, dense_settings=settings.dense) as w:
+    with CollectionWriter("tiny", settings, embedder_id=embedder.model_id, dim=embedder.dim) as w:
         for doc_id, text in DOCS.items():
             c = Chunk(id=f"{doc_id}#0", doc_id=doc_id, source=f"{doc_id}.md", text=text, start=0, end=len(text))
             w.add(DocRecord(doc_id, c.source, "", doc_id), [c], embedder.encode_documents([text]))
         w.commit()
-    return Retriever(open_collection("tiny", settings.data_dir), embedder, settings.retrieval)
+    return Retriever(open_collection("tiny", settings), embedder, settings.retrieval)
 
 
 @pytest.mark.parametrize("mode", ["sparse", "dense", "hybrid"])

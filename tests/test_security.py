@@ -10,11 +10,15 @@ from urllib.parse import quote, urlparse
 
 import numpy as np
 import pytest
+from reliability_kit import (
+    PLANTED_KEYS,
+    GradioHTTP,
+    admin_upload,
+    create_collection,
+    shared_server,
+)
 
-from fake_nim import fake_nim  # noqa: F401  (the fixture)
 from rag.types import Chunk, Hit
-from reliability_kit import (ADMIN_PASSWORD, PLANTED_KEYS, GradioHTTP, admin_upload, collection_counts,
-                             create_collection, shared_server)
 
 SECRET = "TOP-SECRET-MARKER-5f1c"
 
@@ -66,8 +70,10 @@ def test_admin_events_refuse_http_requests_without_credentials(server):
             assert _state(served.data) == before, f"{what} with password {pw!r} changed the data"
     cols = {c for c in _state(served.data)}
     assert "intruders" not in cols
-    assert doc_id in {d["doc_id"] for d in __import__("rag.store", fromlist=["x"]).open_collection(
-        "sec", served.data).documents()}
+    from rag.config import load_settings
+    from rag.store import open_collection
+
+    assert doc_id in {d["doc_id"] for d in open_collection("sec", load_settings(data_dir=served.data)).documents()}
     # an event id that does not exist, and a malformed body, are rejected without harm
     assert not client.call_fn(9999, [])["success"]
     import httpx
@@ -144,18 +150,17 @@ def test_planted_keys_never_reach_pages_responses_or_logs(server):
 # --- keys in errors and logs (library level, with a planted key the fake NIM echoes back) -----------
 
 def test_keys_are_redacted_from_errors_fallbacks_and_logs(monkeypatch, caplog):
-    from fake_nim import FakeNIM, Script, fake_catalog
-
-    import rag.llm
+    import rag.llm.embedded
     from rag.answer import NoModelAvailable, answer
     from rag.llm import EmbeddedUnavailable, HealthCache
+    from rag.testing.fake_nim import FakeNIM, Script, fake_catalog
 
     key = "nvapi-PLANTED-abcdef0123456789-should-never-show"
 
     def no_embedded(*a, **k):
         raise EmbeddedUnavailable("embedded model switched off for this test")
 
-    monkeypatch.setattr(rag.llm, "load_embedded", no_embedded)
+    monkeypatch.setattr(rag.llm.embedded, "load_embedded", no_embedded)
     caplog.set_level(logging.DEBUG)
     hits = [Hit(chunk=Chunk(id="d#0", doc_id="d", source="d.md", text="Herons eat fish.", start=0, end=16), score=1.0)]
     with FakeNIM() as nim:
@@ -219,9 +224,8 @@ def _run(question, hits, nim, catalog, router):
 
 
 def test_instructions_in_documents_are_data_flagged_and_do_not_route(fake_nim, settings):
-    from fake_nim import fake_catalog
-
     from rag.answer import SYSTEM_PROMPT
+    from rag.testing.fake_nim import fake_catalog
 
     catalog = fake_catalog(fake_nim.base_url, environ={"FAKE_NIM_KEY": "sekrit-test-key-42"})
     clean = [_hit(1, "Herons eat fish and frogs."), _hit(2, "Herons nest in colonies.")]

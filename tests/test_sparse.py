@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from rag.sparse import SparseIndex, Tokenizer, top_k
 

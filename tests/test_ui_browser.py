@@ -1,7 +1,7 @@
 """The real app, started as a user would (`hybrid-rag serve --port P`), driven in headless Chromium.
 
 - Chromium is Debian's (/usr/bin/chromium, `apt-get install chromium`); Playwright never downloads one.
-- Chat answers come from the fake NIM (tests/fake_nim.py) on loopback, wired in as the `local` endpoint
+- Chat answers come from the fake NIM (rag/testing/fake_nim.py) on loopback, wired in as the `local` endpoint
   through its base-URL variable, so they stream at a known pace and cite [1]. The comparison uses the real
   embedded SmolLM2 model (offline default: it against its creative-sampling twin), with tiny budgets.
 - The tests share one server and run in file order: upload, chat, compare, then the non-admin checks.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -52,8 +51,7 @@ def _shot(page, name: str) -> None:
 @pytest.fixture(scope="module")
 def nim_server():
     from rag.catalog import Catalog
-
-    from fake_nim import FakeNIM, Script
+    from rag.testing.fake_nim import FakeNIM, Script
 
     catalog = Catalog.load()
     served = tuple(m.serves["local"] for m in catalog.models if "local" in m.serves)
@@ -196,7 +194,7 @@ def test_chat_streams_an_answer_with_a_citation(server, page):
 
 
 def test_stop_cuts_the_answer_off(server, page, nim_server):
-    from fake_nim import Script
+    from rag.testing.fake_nim import Script
 
     nim, _ = nim_server
     nim.queue(Script(tokens=[f"word{i} " for i in range(200)], chunk_delay_s=0.1))

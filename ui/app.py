@@ -12,9 +12,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no teleme
 import gradio as gr  # noqa: E402
 
 from . import chat, compare, documents  # noqa: E402
-from .backend import Backend  # noqa: E402
-
-STARTER_COLLECTION = "hybrid-rag-docs"
+from .backend import STARTER_COLLECTION, Backend  # noqa: E402
 
 CSS = """
 .gradio-container {max-width: 1400px !important; margin: 0 auto;}
@@ -78,29 +76,24 @@ def theme():
 def build_app(settings, *, backend: Backend | None = None):
     """The Blocks app and the keyword arguments ``launch()`` needs (theme, CSS, limits, blocked paths)."""
     backend = backend or Backend(settings)
-    holders: list = []
     with gr.Blocks(title="hybrid-rag", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# hybrid-rag\nAsk questions about your documents; every answer cites the passages it "
                     "was given. Hybrid retrieval (FAISS + BM25), routed to NVIDIA NIM endpoints or the embedded "
                     "offline model.", elem_id="hr-title")
         with gr.Tabs(elem_id="hr-tabs"):
             with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
-                chat_parts = chat.build(backend, holders)
+                chat_parts = chat.build(backend)
             with gr.Tab("Documents", id="documents", elem_id="tab-documents"):
-                doc_parts = documents.build(backend, holders)
+                doc_parts = documents.build(backend)
             with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
-                cmp_parts = compare.build(backend, holders)
+                cmp_parts = compare.build(backend)
 
         others = [chat_parts["collection"], cmp_parts["collection"]]
 
         def sync(*current):
             names = backend.collection_names()
-            out = []
-            for v in current:
-                if v not in names:
-                    v = STARTER_COLLECTION if STARTER_COLLECTION in names else (names[0] if names else None)
-                out.append(gr.update(choices=names, value=v))
-            return out
+            return [gr.update(choices=names, value=v if v in names else backend.default_collection(names))
+                    for v in current]
 
         for ev in doc_parts["changed"]:
             ev.then(sync, others, others)

@@ -17,6 +17,8 @@ import threading
 import time
 from collections import deque
 
+from rag.errors import HybridRagError
+
 log = logging.getLogger(__name__)
 
 MAX_FAILURES = 5        # failed attempts within FAILURE_WINDOW_S ...
@@ -24,7 +26,7 @@ FAILURE_WINDOW_S = 60.0
 LOCKOUT_S = 30.0        # ... lock admin actions for this long
 
 
-class AdminDenied(PermissionError):
+class AdminDenied(HybridRagError, PermissionError):
     """An admin action was refused; the message says why and what to do."""
 
 

@@ -1,8 +1,8 @@
-"""What the tabs call: collections, retrieval, generation, ingest and the arena, behind one object.
+"""What the tabs call: collections, ingest, search, answers and the arena, behind one object.
 
-The UI never builds prompts or calls models itself: answers come from ``rag.answer.answer`` (or an
-``answer_fn`` with the same contract, which the unit tests pass in). Heavy things (the embedder, the
-catalog) load on first use, once per process.
+The UI never builds prompts, routes or calls models itself: answers come from
+:meth:`rag.engine.Engine.ask`, the one question-to-answer path. Heavy parts (the embedder, the catalog,
+the router) load on first use, once per process, inside the engine.
 """
 from __future__ import annotations
 
@@ -10,72 +10,36 @@ import logging
 import threading
 from pathlib import Path
 
+from rag.engine import Engine
+
 log = logging.getLogger(__name__)
 
-
-def event_kind(ev) -> str:
-    """``sources`` | ``token`` | ``done`` | ``other`` for an event from ``answer()``."""
-    name = type(ev).__name__.lower()
-    if name in ("sources", "token", "done"):
-        return name
-    if hasattr(ev, "hits"):
-        return "sources"
-    if hasattr(ev, "text"):
-        return "token"
-    if hasattr(ev, "meta"):
-        return "done"
-    return "other"
-
-
-def meta_dict(meta) -> dict:
-    """``Done.meta`` as a plain dict, whether it is a dict, a dataclass or a pydantic model."""
-    if meta is None:
-        return {}
-    if isinstance(meta, dict):
-        return dict(meta)
-    if hasattr(meta, "model_dump"):
-        return meta.model_dump()
-    import dataclasses
-
-    if dataclasses.is_dataclass(meta):
-        return dataclasses.asdict(meta)
-    return dict(vars(meta))
+STARTER_COLLECTION = "hybrid-rag-docs"
 
 
 class Backend:
-    def __init__(self, settings, *, answer_fn=None, catalog=None, embedder=None):
+    def __init__(self, settings, *, engine: Engine | None = None):
         self.settings = settings
-        self._answer_fn = answer_fn
-        self._catalog = catalog
-        self._embedder = embedder
+        self.engine = engine or Engine(settings)
         self._arena = None
         self._lock = threading.Lock()
 
-    # -- lazily built heavy parts -------------------------------------------------------------------
     @property
     def embedder(self):
-        if self._embedder is None:
-            with self._lock:
-                if self._embedder is None:
-                    from rag.retrieve import make_embedder
-
-                    self._embedder = make_embedder(self.settings)
-        return self._embedder
+        return self.engine.embedder
 
     @property
     def catalog(self):
-        if self._catalog is None:
-            from rag.catalog import default_catalog
-
-            self._catalog = default_catalog()
-        return self._catalog
+        return self.engine.catalog
 
     @property
     def arena(self):
         if self._arena is None:
-            from rag.arena import Arena
+            with self._lock:
+                if self._arena is None:
+                    from rag.arena import Arena
 
-            self._arena = Arena.for_data_dir(self.settings.data_dir)
+                    self._arena = Arena.for_data_dir(self.settings.data_dir)
         return self._arena
 
     # -- collections --------------------------------------------------------------------------------
@@ -91,10 +55,16 @@ class Backend:
     def collection_names(self) -> list[str]:
         return [c["name"] for c in self.collections()]
 
+    def default_collection(self, names: list[str] | None = None) -> str | None:
+        names = self.collection_names() if names is None else names
+        if STARTER_COLLECTION in names:
+            return STARTER_COLLECTION
+        return names[0] if names else None
+
     def open(self, name: str):
         from rag.store import open_collection
 
-        return open_collection(name, self.settings.data_dir)
+        return open_collection(name, self.settings)
 
     def create_collection(self, name: str) -> None:
         from rag.store import CollectionError, validate_name
@@ -121,18 +91,11 @@ class Backend:
 
     # -- retrieval and answers ----------------------------------------------------------------------
     def search(self, collection: str, query: str, *, mode: str | None = None, k: int | None = None):
-        from rag.retrieve import get_retriever
+        return self.engine.search(collection, query, mode=mode, k=k)
 
-        retriever = get_retriever(collection, settings=self.settings, embedder=self.embedder)
-        return retriever.search(query, mode=mode, k=k)
-
-    def answer(self, question: str, hits, **kwargs):
-        fn = self._answer_fn
-        if fn is None:
-            from rag.answer import answer as fn
-        if self._catalog is not None and "catalog" not in kwargs:
-            kwargs["catalog"] = self._catalog
-        return fn(question, hits, **kwargs)
+    def ask(self, question: str, **kwargs):
+        """:meth:`rag.engine.Engine.ask`: validates now, then streams Retrieved, Sources, Token…, Done."""
+        return self.engine.ask(question, **kwargs)
 
 
-__all__ = ["Backend", "event_kind", "meta_dict"]
+__all__ = ["Backend", "STARTER_COLLECTION"]

@@ -11,7 +11,10 @@ import time
 
 import gradio as gr
 
-from .backend import event_kind, meta_dict
+from rag.catalog import ROUTES
+from rag.engine import Done, Retrieved, Sources, Token
+from rag.errors import InvalidInput, user_message
+
 from .render import message_html, meta_html, safe_markdown, sources_html
 
 log = logging.getLogger(__name__)
@@ -19,22 +22,13 @@ log = logging.getLogger(__name__)
 MAX_QUESTION_CHARS = 4000
 MAX_TURNS = 20            # turns of history passed on to answer(); the prompt builder trims to the budget
 YIELD_EVERY_S = 0.05      # at most ~20 UI updates a second while tokens stream
-ROUTES = ("speed", "quality", "openusd")
 
 
 def route_choices(catalog) -> list[tuple[str, str]]:
     """(label, value) pairs: the auto router, each route, then each catalog model as an override."""
     out = [("Auto (router decides)", "route:auto")]
-    try:
-        spec_routes = catalog.spec.routes
-        for r in ROUTES:
-            mid = spec_routes.get(r)
-            out.append((f"Route: {r} ({mid})" if mid else f"Route: {r}", f"route:{r}"))
-        for m in catalog.models:
-            out.append((f"Model: {m.name}", f"model:{m.id}"))
-    except Exception as e:  # a broken catalog must not take the tab down
-        log.warning("catalog unavailable for the route list: %s", e)
-        out += [(f"Route: {r}", f"route:{r}") for r in ROUTES]
+    out += [(f"Route: {r} ({catalog.spec.routes[r]})", f"route:{r}") for r in ROUTES]
+    out += [(f"Model: {m.name}", f"model:{m.id}") for m in catalog.models]
     return out
 
 
@@ -47,6 +41,16 @@ def parse_route(value: str | None) -> tuple[str, str | None]:
     if kind == "route" and rest in ("auto", *ROUTES):
         return rest, None
     return "auto", None
+
+
+def whole_number(value, name: str) -> int | None:
+    """A slider value as an int (None when unset); forged values get a clear message."""
+    if value is None or value == "":
+        return None
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be a whole number, got {str(value)[:40]!r}.") from None
 
 
 def _assistant(text: str) -> dict:
@@ -67,87 +71,65 @@ def respond(backend, message, chat, history, collection, mode, k, route_value, t
             "Shorten it, or put the long text in a document and upload it.", "error"), message
         return
     chat.append({"role": "user", "content": safe_markdown(question)})
+    if not collection:
+        chat.append(_assistant("There is no collection to search yet. An admin can create one and upload "
+                               "documents in the **Documents** tab."))
+        yield chat, history, sources_html([]), meta_html(None), ""
+        return
     chat.append(_assistant("_Searching the collection…_"))
     yield chat, history, sources_html([], note="Searching…"), meta_html(None, status="Retrieving…"), ""
 
-    if not collection:
-        chat[-1] = _assistant("There is no collection to search yet. An admin can create one and upload "
-                              "documents in the **Documents** tab.")
-        yield chat, history, sources_html([]), meta_html(None), ""
-        return
-    try:
-        res = backend.search(collection, question, mode=mode or None, k=int(k) if k else None)
-    except Exception as e:
-        log.exception("retrieval failed")
-        chat[-1] = _assistant(safe_markdown(f"Search failed: {e}"))
-        yield chat, history, sources_html([]), meta_html({"error": f"Retrieval failed: {e}"}), ""
-        return
-
     route, model = parse_route(route_value)
-    params = {}
-    if temperature is not None:
-        params["temperature"] = float(temperature)
-    if max_tokens:
-        params["max_tokens"] = int(max_tokens)
-    hits = res.hits
-    src_html = sources_html(hits)
-    meta = {"retrieval_ms": res.retrieval_ms}
-    chat[-1] = _assistant("_Thinking…_")
-    yield chat, history, src_html, meta_html(meta, status="Generating…"), ""
-
-    text = ""
+    hits, src_html, meta, text = [], sources_html([]), {}, ""
     last = 0.0
     stream = None
     try:
-        stream = backend.answer(question, hits, history=history[-2 * MAX_TURNS:], route=route, model=model,
-                                params=params, query_vector=res.query_vector, retrieval_ms=res.retrieval_ms)
+        params = {"temperature": temperature, "max_tokens": whole_number(max_tokens, "Max tokens")}
+        stream = backend.ask(question, collection=collection, history=history[-2 * MAX_TURNS:], route=route,
+                             model=model, params={p: v for p, v in params.items() if v is not None},
+                             mode=mode or None, k=whole_number(k, "Top-k"))
         for ev in stream:
-            kind = event_kind(ev)
-            if kind == "sources":
+            if isinstance(ev, Retrieved):
+                hits = ev.result.hits
+                src_html = sources_html(hits)
+                meta = {"retrieval_ms": ev.result.retrieval_ms}
+                chat[-1] = _assistant("_Thinking…_")
+                yield chat, history, src_html, meta_html(meta, status="Generating…"), ""
+            elif isinstance(ev, Sources):
                 hits = list(ev.hits)
                 src_html = sources_html(hits)
                 yield chat, history, src_html, meta_html(meta, status="Generating…"), ""
-            elif kind == "token":
+            elif isinstance(ev, Token):
                 text += ev.text
                 now = time.monotonic()
                 if now - last >= YIELD_EVERY_S:
                     last = now
                     chat[-1] = _assistant(safe_markdown(text))
                     yield chat, history, src_html, gr.skip(), ""
-            elif kind == "done":
-                meta = {**meta, **meta_dict(ev.meta)}
-    except Exception as e:  # the model layer reports its own errors in Done; this is the last guard
-        log.exception("answer failed")
-        meta["error"] = f"The answer failed: {e}"
+            elif isinstance(ev, Done):
+                meta = {**meta, **ev.meta}
+    except Exception as e:  # domain errors carry their own message; anything else is logged with a reference
+        meta["error"] = user_message(e, "The answer")
     finally:
-        if stream is not None and hasattr(stream, "close"):
+        if stream is not None:
             stream.close()
     if not text and not meta.get("error"):
         text = "_(no answer)_"
-    cited = _citations(text, hits)
-    if cited is not None:
-        used, unknown = cited
-        src_html = sources_html(hits, cited=used)
-        if unknown:
-            meta["unknown_citations"] = unknown
-    shown = safe_markdown(text)
+    cites = meta.get("citations")
+    if cites:
+        src_html = sources_html(hits, cited=set(cites["used"]))
+        if cites["unknown"]:
+            meta["unknown_citations"] = cites["unknown"]
+    shown = safe_markdown(text) if text else safe_markdown(meta.get("error", ""))
     if meta.get("embedded"):
         shown += "\n\n_⚠ Answered by the embedded offline model (SmolLM2-135M): weak, check the sources._"
     chat[-1] = _assistant(shown)
-    history += [{"role": "user", "content": question}, {"role": "assistant", "content": text}]
+    if text:
+        history += [{"role": "user", "content": question}, {"role": "assistant", "content": text}]
     yield chat, history, src_html, meta_html(meta), ""
 
 
-def _citations(text: str, hits) -> tuple[set[int], list[int]] | None:
-    try:
-        from rag.answer import parse_citations
-    except ImportError:
-        return None
-    c = parse_citations(text, hits)
-    return set(c.used), list(c.unknown)
-
-
-def build(backend, collections_dd_holder: list) -> dict:
+def build(backend) -> dict:
     """Lay out the Chat tab inside the current Blocks context; return the components app.py wires up."""
     settings = backend.settings
     names = backend.collection_names()
@@ -166,18 +148,13 @@ def build(backend, collections_dd_holder: list) -> dict:
                 clear = gr.Button("Clear", scale=1, min_width=72, elem_id="chat-clear")
             with gr.Accordion("Settings", open=False, elem_id="chat-settings"):
                 with gr.Row():
-                    collection = gr.Dropdown(names, value=_default(names), label="Collection",
+                    collection = gr.Dropdown(names, value=backend.default_collection(names), label="Collection",
                                              elem_id="chat-collection", allow_custom_value=False)
                     mode = gr.Radio(["hybrid", "dense", "sparse"], value=settings.retrieval.mode,
                                     label="Retrieval mode")
                     k = gr.Slider(1, 20, value=min(settings.retrieval.k, 20), step=1, label="Top-k chunks")
                 with gr.Row():
-                    try:
-                        choices = route_choices(backend.catalog)
-                    except Exception as e:
-                        log.warning("no catalog: %s", e)
-                        choices = [("Auto (router decides)", "route:auto")]
-                    route = gr.Dropdown(choices, value="route:auto", label="Route or model",
+                    route = gr.Dropdown(route_choices(backend.catalog), value="route:auto", label="Route or model",
                                         elem_id="chat-route")
                     temperature = gr.Slider(0.0, 1.5, value=0.2, step=0.05, label="Temperature")
                     max_tokens = gr.Slider(16, 2048, value=256, step=16, label="Max tokens")
@@ -185,7 +162,6 @@ def build(backend, collections_dd_holder: list) -> dict:
             meta = gr.HTML(meta_html(None), elem_id="chat-meta", js_on_load=None)
             sources = gr.HTML(sources_html([]), elem_id="chat-sources", js_on_load=None, max_height=560)
     history = gr.State([])
-    collections_dd_holder.append(collection)
 
     inputs = [box, chatbot, history, collection, mode, k, route, temperature, max_tokens]
     outputs = [chatbot, history, sources, meta, box]
@@ -202,10 +178,3 @@ def build(backend, collections_dd_holder: list) -> dict:
                 [chatbot, history, sources, meta, box], cancels=[ev_submit, ev_click])
     return {"collection": collection}
 
-
-def _default(names: list[str]) -> str | None:
-    from .app import STARTER_COLLECTION
-
-    if STARTER_COLLECTION in names:
-        return STARTER_COLLECTION
-    return names[0] if names else None

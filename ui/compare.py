@@ -20,7 +20,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from .backend import event_kind, meta_dict
+from rag.answer import Done, Token
+from rag.errors import user_message
+
+from .chat import whole_number
 from .render import esc, leaderboard_svg, message_html, safe_markdown, sources_html
 
 log = logging.getLogger(__name__)
@@ -45,17 +48,13 @@ class Contestant:
 
 def needs(catalog, model) -> str | None:
     """What a model needs before it can answer here (a key variable), or None when it may answer."""
-    try:
-        missing = []
-        for ep_name in catalog.endpoints_for(model):
-            ep = catalog.endpoint(ep_name)
-            var = catalog.key_missing(ep)
-            if var is None:
-                return None  # an endpoint with what it needs (or one that needs nothing)
-            missing.append(var)
-        return " or ".join(dict.fromkeys(missing)) or "an endpoint"
-    except Exception:
-        return None
+    missing = []
+    for ep_name in catalog.endpoints_for(model):
+        var = catalog.key_missing(catalog.endpoint(ep_name))
+        if var is None:
+            return None  # an endpoint with what it needs (or one that needs nothing)
+        missing.append(var)
+    return " or ".join(dict.fromkeys(missing)) or "an endpoint"
 
 
 def contestants(catalog) -> list[Contestant]:
@@ -178,10 +177,10 @@ def run_compare(backend, question, collection, mode, k, selected, blind, max_tok
     state.update(question=question, collection=collection, mode=mode, k=k, max_tokens=max_tokens)
     yield _outputs(state, cols, sources_html([], note="Searching…"), message_html("Retrieving…", "info"), False)
     try:
-        res = backend.search(collection, question, mode=mode or None, k=int(k) if k else None)
+        res = backend.search(collection, question, mode=mode or None, k=whole_number(k, "Top-k"))
+        max_tokens = whole_number(max_tokens, "Max tokens")
     except Exception as e:
-        log.exception("compare retrieval failed")
-        yield _outputs(state, cols, sources_html([]), message_html(f"Search failed: {e}", "error"), False)
+        yield _outputs(state, cols, sources_html([]), message_html(user_message(e, "The search"), "error"), False)
         return
     hits = res.hits
     src = sources_html(hits, note=f"The same {len(hits)} passages go to every model.")
@@ -196,15 +195,13 @@ def run_compare(backend, question, collection, mode, k, selected, blind, max_tok
             params = {**c.params}
             if max_tokens:
                 params["max_tokens"] = int(max_tokens)
-            gen = backend.answer(question, hits, route="auto", model=c.model, params=params,
-                                 query_vector=res.query_vector, retrieval_ms=res.retrieval_ms)
+            gen = backend.ask(question, retrieval=res, model=c.model, params=params)
             for ev in gen:
                 if stop.is_set():
                     break
                 events.put((i, ev))
         except Exception as e:  # reported in the column; never kills the others
-            log.exception("compare column %s failed", c.key)
-            events.put((i, e))
+            events.put((i, user_message(e, f"Column {LABELS[i]}")))
         finally:
             if gen is not None and hasattr(gen, "close"):
                 try:
@@ -229,16 +226,14 @@ def run_compare(backend, question, collection, mode, k, selected, blind, max_tok
             if ev is None:
                 alive -= 1
                 col.done = True
-            elif isinstance(ev, Exception):
+            elif isinstance(ev, str):
                 col.error = f"failed: {ev}"
-            else:
-                kind = event_kind(ev)
-                if kind == "token":
-                    col.text += ev.text
-                elif kind == "done":
-                    col.meta = meta_dict(ev.meta)
-                    if col.meta.get("error"):
-                        col.error = str(col.meta["error"])
+            elif isinstance(ev, Token):
+                col.text += ev.text
+            elif isinstance(ev, Done):
+                col.meta = dict(ev.meta)
+                if col.meta.get("error"):
+                    col.error = str(col.meta["error"])
             now = time.monotonic()
             if now - last >= YIELD_EVERY_S or ev is None:
                 last = now
@@ -292,10 +287,9 @@ def vote(backend, outcome: str, state: dict | None, options: list[Contestant]):
             meta={"columns": state.get("columns"), "mode": state.get("mode"), "k": state.get("k"),
                   "max_tokens": state.get("max_tokens")})
     except Exception as e:
-        log.exception("vote failed")
         state["voted"] = False
-        return [*_outputs(state, cols, None, message_html(f"The vote could not be stored: {e}", "error"), True),
-                *lb]
+        msg = f"The vote could not be stored: {user_message(e, 'Storing the vote')}"
+        return [*_outputs(state, cols, None, message_html(msg, "error"), True), *lb]
     said = dict(VOTES).get(outcome, outcome)
     msg = f"Vote recorded ({said}). The models were: {names}."
     return [*_outputs(state, cols, None, message_html(msg, "ok"), True), *leaderboard_values(backend, options)]
@@ -320,8 +314,7 @@ def leaderboard_values(backend, options: list[Contestant]):
         rows = backend.arena.leaderboard(bootstrap=200)
         n = backend.arena.count()
     except Exception as e:
-        log.exception("leaderboard failed")
-        return message_html(f"The leaderboard could not be computed: {e}", "error"), None, None, ""
+        return message_html(user_message(e, "The leaderboard"), "error"), None, None, ""
     csv_dir = Path(tempfile.gettempdir()) / "hybrid-rag"
     csv_dir.mkdir(parents=True, exist_ok=True)
     csv_path = csv_dir / f"leaderboard-{os.getpid()}.csv"
@@ -340,23 +333,14 @@ def leaderboard_values(backend, options: list[Contestant]):
 def _choice_label(backend, c: Contestant) -> str:
     if c.embedded:
         return c.label
-    try:
-        need = needs(backend.catalog, backend.catalog.get_model(c.model))
-    except Exception:
-        need = None
+    need = needs(backend.catalog, backend.catalog.get_model(c.model))
     return f"{c.label} (needs {need})" if need else c.label
 
 
-def build(backend, collections_dd_holder: list) -> dict:
+def build(backend) -> dict:
     settings = backend.settings
     names = backend.collection_names()
-    try:
-        options = contestants(backend.catalog)
-    except Exception as e:
-        log.warning("no catalog for the compare tab: %s", e)
-        options = []
-    from .chat import _default
-
+    options = contestants(backend.catalog)
     with gr.Row(equal_height=False, elem_classes=["hr-bar"]):
         question = gr.Textbox(label="Question", placeholder="One question; every model gets the same passages.",
                               scale=5, elem_id="cmp-question", max_length=4000)
@@ -367,7 +351,7 @@ def build(backend, collections_dd_holder: list) -> dict:
                                  label="Models (2 to 4)", scale=3, elem_id="cmp-models")
         with gr.Column(scale=2, min_width=260):
             blind = gr.Checkbox(True, label="Blind: hide model names until the vote", elem_id="cmp-blind")
-            collection = gr.Dropdown(names, value=_default(names), label="Collection", elem_id="cmp-collection")
+            collection = gr.Dropdown(names, value=backend.default_collection(names), label="Collection", elem_id="cmp-collection")
             with gr.Row():
                 mode = gr.Radio(["hybrid", "dense", "sparse"], value=settings.retrieval.mode, label="Retrieval")
                 k = gr.Slider(1, 20, value=min(settings.retrieval.k, 20), step=1, label="Top-k")
@@ -400,8 +384,6 @@ def build(backend, collections_dd_holder: list) -> dict:
     with gr.Row():
         refresh = gr.Button("Refresh", size="sm", elem_id="lb-refresh")
         download = gr.DownloadButton("Download CSV", value=csv0, size="sm", elem_id="lb-csv")
-    collections_dd_holder.append(collection)
-
     run_outputs = [*col_parts, sources, status, *vote_btns, state]
 
     def _run(q, c, m, kk, sel, b, mt):

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from .auth import AdminDenied, admin_configured, client_of, not_configured_message, require_admin
+from rag.errors import InvalidInput, user_message
+
+from .auth import (
+    AdminDenied,
+    admin_configured,
+    client_of,
+    not_configured_message,
+    require_admin,
+)
 from .render import message_html
 
 log = logging.getLogger(__name__)
@@ -137,12 +145,10 @@ def create_collection(backend, user, password, name, client=None):
     try:
         require_admin(user, password, backend.settings, action="create a collection", client=client)
         if not name:
-            raise ValueError("Type a name for the new collection first.")
+            raise InvalidInput("Type a name for the new collection first.")
         backend.create_collection(name)
-    except AdminDenied as e:
-        return message_html(str(e), "error"), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     except Exception as e:
-        return message_html(str(e), "error"), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return message_html(user_message(e, "Creating the collection"), "error"), *(gr.skip(),) * 5
     rows, docs_dd, summary = _doc_views(backend, name)
     return (message_html(f"Created collection {name!r}. Upload files into it below.", "ok"),
             _names_update(backend, name), rows, docs_dd, summary, "")
@@ -152,12 +158,12 @@ def delete_collection(backend, user, password, name, confirmed, client=None):
     try:
         require_admin(user, password, backend.settings, action="delete a collection", client=client)
         if not name:
-            raise ValueError("Select a collection to delete.")
+            raise InvalidInput("Select a collection to delete.")
         if not confirmed:
-            raise ValueError(f"Tick 'Yes, delete it' to confirm deleting {name!r} and all its documents.")
+            raise InvalidInput(f"Tick 'Yes, delete it' to confirm deleting {name!r} and all its documents.")
         backend.delete_collection(name)
     except Exception as e:
-        return message_html(str(e), "error"), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return message_html(user_message(e, "Deleting the collection"), "error"), *(gr.skip(),) * 5
     upd = _names_update(backend, None)
     rows, docs_dd, summary = _doc_views(backend, upd["value"])
     return message_html(f"Deleted collection {name!r}.", "ok"), upd, rows, docs_dd, summary, False
@@ -192,8 +198,8 @@ def upload(backend, files, user, password, name, progress=gr.Progress(), client=
     try:
         results = backend.ingest(name, items, progress=report)
     except Exception as e:
-        log.exception("upload into %s failed", name)
-        return (message_html(f"The upload failed and nothing was changed: {e}", "error"), *skip6)
+        msg = f"The upload failed and nothing was changed: {user_message(e, 'The upload')}"
+        return (message_html(msg, "error"), *skip6)
     ok = [r for r in results if r.ok]
     chunks = sum(r.chunks for r in results)
     failed = len(results) - len(ok)
@@ -209,12 +215,12 @@ def delete_document(backend, user, password, name, doc_id, client=None):
     try:
         require_admin(user, password, backend.settings, action="delete a document", client=client)
         if not name or not doc_id:
-            raise ValueError("Select a collection and a document first.")
+            raise InvalidInput("Select a collection and a document first.")
         n = backend.remove_documents(name, [doc_id])
         if not n:
-            raise ValueError(f"{doc_id!r} is not in {name!r} (already deleted?).")
+            raise InvalidInput(f"{doc_id!r} is not in {name!r} (already deleted?).")
     except Exception as e:
-        return message_html(str(e), "error"), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return message_html(user_message(e, "Deleting the document"), "error"), *(gr.skip(),) * 4
     rows, docs_dd, summary = _doc_views(backend, name)
     return message_html(f"Deleted {doc_id!r} from {name!r}.", "ok"), rows, docs_dd, summary, []
 
@@ -233,7 +239,7 @@ def preview(backend, name, doc_id):
 # layout
 # ------------------------------------------------------------------------------------------------
 
-def build(backend, collections_dd_holder: list) -> dict:
+def build(backend) -> dict:
     settings = backend.settings
     names = backend.collection_names()
     first = names[0] if names else None
@@ -285,7 +291,6 @@ def build(backend, collections_dd_holder: list) -> dict:
     chunks = gr.Dataframe(headers=CHUNK_COLUMNS, value=preview(backend, first, choices[0][1]) if choices else None, label="Chunks", interactive=False, wrap=True,
                           elem_id="chunks-table", datatype="str", max_height=420,
                           column_widths=["6%", "8%", "20%", "66%"])
-    collections_dd_holder.append(collection)
 
     # every admin handler takes the caller's address from Gradio's request: it keys the guessing brake
     def _signin(u, p, request: gr.Request):

@@ -12,22 +12,13 @@ import socket
 import sys
 from pathlib import Path
 
+from rag.errors import user_message
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 log = logging.getLogger(__name__)
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 7860
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--host", default=DEFAULT_HOST,
-                        help=f"interface to bind (default {DEFAULT_HOST}; use 0.0.0.0 only behind a proxy you trust)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    parser.add_argument("--no-starter", action="store_true",
-                        help="do not ingest the project's docs into a starter collection on first run")
 
 
 def starter_files(root: Path) -> list[tuple[str, Path]]:
@@ -46,13 +37,14 @@ def starter_files(root: Path) -> list[tuple[str, Path]]:
 
 def ensure_starter(settings, backend, root: Path | None = None) -> str | None:
     """Ingest the docs into the starter collection when there is no collection at all; return its name."""
-    from rag.config import REPO_ROOT
+    from rag.config import SOURCE_ROOT
 
-    from .app import STARTER_COLLECTION
+    from .backend import STARTER_COLLECTION
 
-    if backend.collection_names():
+    root = root or SOURCE_ROOT
+    if backend.collection_names() or root is None:  # an installed package has no docs to index
         return None
-    files = starter_files(root or REPO_ROOT)
+    files = starter_files(root)
     if not files:
         log.info("first run: no README or docs/ found, so no starter collection")
         return None
@@ -61,8 +53,8 @@ def ensure_starter(settings, backend, root: Path | None = None) -> str | None:
     try:
         results = backend.ingest(STARTER_COLLECTION, files)
     except Exception as e:  # never block the app on this
-        log.warning("starter collection failed: %s", e)
-        print(f"warning: could not build the starter collection: {e}", file=sys.stderr)
+        print(f"warning: could not build the starter collection: {user_message(e, 'The starter collection')}",
+              file=sys.stderr)
         return None
     chunks = sum(r.chunks for r in results)
     print(f"'{STARTER_COLLECTION}' ready: {sum(r.ok for r in results)} files, {chunks} chunks.", file=sys.stderr)
@@ -78,14 +70,12 @@ def _port_free(host: str, port: int) -> bool:
             return False
 
 
-def run(args) -> int:
-    from rag.config import load_settings
-
+def run(args, settings) -> int:
+    """Serve the app for ``hybrid-rag serve`` (``args``: host, port, no_starter) with loaded ``settings``."""
     from .app import build_app
     from .auth import admin_configured, not_configured_message
     from .backend import Backend
 
-    settings = load_settings(path=getattr(args, "config", None), data_dir=getattr(args, "data_dir", None))
     host, port = args.host, int(args.port)
     if not 1 <= port <= 65535:
         print(f"error: --port must be 1-65535, got {port}", file=sys.stderr)
@@ -105,4 +95,4 @@ def run(args) -> int:
     return 0
 
 
-__all__ = ["add_arguments", "run", "ensure_starter", "starter_files"]
+__all__ = ["run", "ensure_starter", "starter_files"]

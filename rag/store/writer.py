@@ -1,257 +1,60 @@
-"""Collections: a chunk table plus a dense and a sparse index, persisted as versioned directories.
-
-    <data_dir>/collections/<name>/
-        CURRENT            "v000042" -- swapped atomically (temp file, fsync, rename)
-        v000042/
-            manifest.json  format version, embedder, chunking, BM25 settings, counts, build info
-            chunks.sqlite  chunk text + metadata (row = position in both indexes), documents
-            vectors.npy    float32 embeddings (allow_pickle=False), the source for dense rebuilds
-            dense/         faiss.write_index + dense.json
-            sparse/        bm25s' own npy/json files + sparse.json
-        .lock              one writer per collection (fcntl)
+"""Writing collections: stage additions and removals, then commit them as a new version.
 
 A writer builds the next version beside the current one and only then swaps ``CURRENT``; readers
 keep the version they opened, so a query never sees a half-built index and a crash mid-write
 leaves the previous version loadable. The last two versions are kept.
+
+Build settings (chunking, BM25 method/k1/b/stopwords/stemmer, ``retrieval.index_title`` and the dense
+index build parameters) are fixed when a collection is created and recorded in its manifest; later writes
+keep them, so one collection is always indexed one way. Settings files change them for new collections.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
 import platform
-import re
 import shutil
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .dense import DenseIndex
-from .sparse import SparseIndex
-from .types import Chunk
+from ..dense import DenseIndex
+from ..sparse import SparseIndex
+from ..types import Chunk
+from .layout import (
+    FORMAT,
+    KEEP_VERSIONS,
+    VERSION_RE,
+    CollectionError,
+    CollectionNotFound,
+    collection_path,
+    current_version,
+    fsync_path,
+    fsync_tree,
+    write_atomic,
+    writer_lock,
+)
+from .reader import CHUNK_COLS, forget, row_to_chunk
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
-KEEP_VERSIONS = 2
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_VERSION_RE = re.compile(r"^v(\d{6,})$")
-
-
-class CollectionError(RuntimeError):
-    pass
-
-
-class CollectionNotFound(CollectionError):
-    pass
-
-
-def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name.endswith((".", "..")):
-        raise CollectionError(
-            f"Invalid collection name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
-            "starting with a letter or digit.")
-    return name
-
-
-def collections_root(data_dir: str | Path) -> Path:
-    return Path(data_dir) / "collections"
-
-
-def list_collections(data_dir: str | Path) -> list[dict]:
-    """Name, version and counts of every collection that has a loadable version."""
-    root = collections_root(data_dir)
-    out = []
-    if not root.is_dir():
-        return out
-    for d in sorted(root.iterdir()):
-        cur = d / "CURRENT"
-        if not cur.is_file():
-            continue
-        try:
-            version = cur.read_text().strip()
-            manifest = json.loads((d / version / "manifest.json").read_text())
-        except (OSError, ValueError):
-            continue
-        out.append({"name": d.name, "version": version, "documents": manifest["counts"]["documents"],
-                    "chunks": manifest["counts"]["chunks"], "embedder": manifest["embedder"]["id"],
-                    "updated": manifest["build"]["time"]})
-    return out
+SPARSE_BUILD = ("method", "k1", "b", "stopwords", "stemmer")
+DENSE_BUILD = ("exact_max", "approx", "storage", "ivf_nlist", "hnsw_m", "hnsw_ef_construction")
 
 
 def delete_collection(name: str, data_dir: str | Path) -> None:
-    path = collections_root(data_dir) / validate_name(name)
+    path = collection_path(name, data_dir)
     if not path.is_dir():
         raise CollectionNotFound(f"No collection named {name!r}: `hybrid-rag collections` lists them.")
-    with _writer_lock(path):
+    with writer_lock(path):
         trash = path.with_name(f".deleted-{name}-{os.getpid()}-{time.time_ns()}")
         os.rename(path, trash)
     shutil.rmtree(trash, ignore_errors=True)
-    _CACHE.pop(str(path), None)
-
-
-# --------------------------------------------------------------------------------------------
-# reading
-# --------------------------------------------------------------------------------------------
-
-_CHUNK_COLS = "id, doc_id, source, text, start, end_, page, heading, title"
-
-
-def _row_to_chunk(r) -> Chunk:
-    return Chunk(id=r[0], doc_id=r[1], source=r[2], text=r[3], start=r[4], end=r[5],
-                 page=r[6], heading=r[7], title=r[8] or "")
-
-
-class Collection:
-    """One loaded, immutable version of a collection. Safe to share between threads."""
-
-    def __init__(self, name: str, path: Path, version: str):
-        self.name, self.path, self.version = name, path, version
-        vdir = path / version
-        self.vdir = vdir
-        self.manifest = json.loads((vdir / "manifest.json").read_text())
-        if self.manifest.get("format") != FORMAT:
-            raise CollectionError(
-                f"Collection {name!r} has format {self.manifest.get('format')}, this build reads {FORMAT}: "
-                "re-ingest it into a new collection.")
-        self.dense = DenseIndex.load(vdir / "dense")
-        self.sparse = SparseIndex.load(vdir / "sparse")
-        self.sparse.warm_up()  # compile the BM25 kernel now, not inside the first query
-        self._db_path = vdir / "chunks.sqlite"
-        # one connection, opened now and shared (under a lock): a thread that first queries after a writer
-        # has garbage-collected this version still reads it, through the file this connection holds open
-        self._con = sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True, check_same_thread=False)
-        self._con_lock = threading.Lock()
-        n = self.manifest["counts"]["chunks"]
-        if not (self.dense.size == self.sparse.size == n):
-            raise CollectionError(
-                f"Collection {name!r} {version} is inconsistent (dense {self.dense.size}, sparse "
-                f"{self.sparse.size}, chunks {n}); delete it and ingest again.")
-
-    @property
-    def size(self) -> int:
-        return self.manifest["counts"]["chunks"]
-
-    @property
-    def embedder_id(self) -> str:
-        return self.manifest["embedder"]["id"]
-
-    def _query(self, sql: str, params=()) -> list:
-        with self._con_lock:
-            return self._con.execute(sql, params).fetchall()
-
-    def chunks(self, rows) -> list[Chunk]:
-        """Chunks at these index rows, in the given order."""
-        rows = [int(r) for r in rows]
-        if not rows:
-            return []
-        found = {}
-        for i in range(0, len(rows), 900):
-            part = rows[i:i + 900]
-            q = f"SELECT row, {_CHUNK_COLS} FROM chunks WHERE row IN ({','.join('?' * len(part))})"
-            for r in self._query(q, part):
-                found[r[0]] = _row_to_chunk(r[1:])
-        return [found[r] for r in rows]
-
-    def documents(self) -> list[dict]:
-        cur = self._query(
-            "SELECT doc_id, source, title, sha256, n_chunks, bytes, format, added_at FROM docs ORDER BY source, doc_id")
-        keys = ["doc_id", "source", "title", "sha256", "chunks", "bytes", "format", "added_at"]
-        return [dict(zip(keys, r)) for r in cur]
-
-    def document_chunks(self, doc_id: str, limit: int = 1000) -> list[Chunk]:
-        cur = self._query(
-            f"SELECT {_CHUNK_COLS} FROM chunks WHERE doc_id = ? ORDER BY row LIMIT ?", (doc_id, limit))
-        return [_row_to_chunk(r) for r in cur]
-
-    def row_doc_ids(self) -> list[str]:
-        return [r[0] for r in self._query("SELECT doc_id FROM chunks ORDER BY row")]
-
-
-_CACHE: dict[str, Collection] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def _current_version(path: Path) -> str:
-    try:
-        version = (path / "CURRENT").read_text().strip()
-    except FileNotFoundError:
-        raise CollectionNotFound(
-            f"No collection named {path.name!r} in {path.parent.parent}: create it with "
-            f"`hybrid-rag ingest --collection {path.name} FILES...`.") from None
-    if not _VERSION_RE.match(version):
-        raise CollectionError(f"{path}/CURRENT is damaged ({version!r}); delete the collection and ingest again.")
-    return version
-
-
-def open_collection(name: str, data_dir: str | Path) -> Collection:
-    """The current version of a collection; cached, and reloaded when a writer has swapped in a new one."""
-    path = collections_root(data_dir) / validate_name(name)
-    version = _current_version(path)
-    key = str(path)
-    with _CACHE_LOCK:
-        col = _CACHE.get(key)
-        if col is not None and col.version == version:
-            return col
-    col = Collection(name, path, version)
-    with _CACHE_LOCK:
-        _CACHE[key] = col
-    return col
-
-
-# --------------------------------------------------------------------------------------------
-# writing
-# --------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _writer_lock(path: Path, timeout: float = 600.0):
-    path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise CollectionError(
-                        f"Collection {path.name!r} is being written by another ingest; try again when it finishes.")
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def _fsync_path(p: Path) -> None:
-    fd = os.open(p, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
-            _fsync_path(Path(dirpath) / f)
-        _fsync_path(Path(dirpath))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_path(path.parent)
+    forget(path)
 
 
 _SCHEMA = """
@@ -283,13 +86,15 @@ class CollectionWriter:
     ``index_text`` is applied to each chunk to get the text that BM25 and the embedder see.
     """
 
-    def __init__(self, name: str, data_dir: str | Path, *, embedder_id: str | None, dim: int | None,
-                 chunking: dict, sparse_settings, dense_settings, index_title: bool = True):
-        self.name = validate_name(name)
-        self.path = collections_root(data_dir) / name
+    def __init__(self, name: str, settings, *, embedder_id: str | None = None, dim: int | None = None):
+        """``settings``: the app settings (data dir, and the build settings a new collection gets).
+        ``embedder_id``/``dim``: required to create a collection; checked against an existing one."""
+        self.path = collection_path(name, settings.data_dir)
+        self.name = name
         self.embedder_id, self.dim = embedder_id, dim  # None: take them from the existing collection
-        self.chunking, self.index_title = dict(chunking), index_title
-        self.sparse_settings, self.dense_settings = sparse_settings, dense_settings
+        self.chunking = settings.chunking.model_dump()
+        self.index_title = settings.retrieval.index_title
+        self.sparse_settings, self.dense_settings = settings.sparse, settings.dense
         self._lock_cm = None
         self._removed: set[str] = set()
         self._added: list[tuple[DocRecord, list[Chunk]]] = []
@@ -302,34 +107,47 @@ class CollectionWriter:
 
     # -- context -----------------------------------------------------------------------------
     def __enter__(self) -> "CollectionWriter":
-        self._lock_cm = _writer_lock(self.path)
+        self._lock_cm = writer_lock(self.path)
         self._lock_cm.__enter__()
         try:
-            self.base_version = _current_version(self.path)
+            self._open_base()
+        except BaseException:
+            self.__exit__(None, None, None)  # every failure releases the lock
+            raise
+        return self
+
+    def _open_base(self) -> None:
+        try:
+            self.base_version = current_version(self.path)
         except CollectionNotFound:
             self.base_version = None
             if self.embedder_id is None or self.dim is None:
-                self._lock_cm.__exit__(None, None, None)
                 raise
-        if self.base_version:
-            manifest = json.loads((self.path / self.base_version / "manifest.json").read_text())
-            if self.embedder_id is None:
-                self.embedder_id, self.dim = manifest["embedder"]["id"], manifest["embedder"]["dim"]
-            if manifest["embedder"]["id"] != self.embedder_id:
-                raise CollectionError(
-                    f"Collection {self.name!r} was built with embedder {manifest['embedder']['id']!r}, but "
-                    f"{self.embedder_id!r} is configured: ingest into a new collection, or switch the embedder back.")
-            self.chunking = manifest["chunking"]  # a collection keeps the chunking it was created with
-            self.index_title = manifest.get("index_title", True)
-            self.dim = int(manifest["embedder"]["dim"])
-            self._base_db = sqlite3.connect(
-                f"file:{self.path / self.base_version / 'chunks.sqlite'}?mode=ro", uri=True)
-        return self
+            return
+        base = self.path / self.base_version
+        manifest = json.loads((base / "manifest.json").read_text())
+        if self.embedder_id is None:
+            self.embedder_id = manifest["embedder"]["id"]
+        if manifest["embedder"]["id"] != self.embedder_id:
+            raise CollectionError(
+                f"Collection {self.name!r} was built with embedder {manifest['embedder']['id']!r}, but "
+                f"{self.embedder_id!r} is configured: ingest into a new collection, or switch the embedder back.")
+        self.dim = int(manifest["embedder"]["dim"])
+        # the collection keeps the build settings it was created with
+        self.chunking = manifest["chunking"]
+        self.index_title = manifest.get("index_title", True)
+        stored = manifest.get("build_settings") or _legacy_build_settings(base, manifest)
+        self.sparse_settings = self.sparse_settings.model_copy(update=stored["sparse"])
+        self.dense_settings = self.dense_settings.model_copy(update=stored["dense"])
+        self._base_db = sqlite3.connect(f"file:{base / 'chunks.sqlite'}?mode=ro", uri=True)
 
     def __exit__(self, *exc):
-        if self._base_db is not None:
-            self._base_db.close()
-        self._lock_cm.__exit__(*exc)
+        try:
+            if self._base_db is not None:
+                self._base_db.close()
+                self._base_db = None
+        finally:
+            self._lock_cm.__exit__(*exc)
         return False
 
     # -- lookups used for dedupe -------------------------------------------------------------
@@ -403,12 +221,12 @@ class CollectionWriter:
         tmp.mkdir(parents=True)
         try:
             self._build(tmp)
-            _fsync_tree(tmp)
+            fsync_tree(tmp)
             final = self.path / version
             shutil.rmtree(final, ignore_errors=True)  # a leftover of a crash after rename, before CURRENT
             os.rename(tmp, final)
-            _fsync_path(self.path)
-            _write_atomic(self.path / "CURRENT", version + "\n")
+            fsync_path(self.path)
+            write_atomic(self.path / "CURRENT", version + "\n")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -465,8 +283,8 @@ class CollectionWriter:
             sparse_proto = SparseIndex.from_settings(self.sparse_settings)
             stored = self._reusable_tokens(base, sparse_proto)
             if stored is None:  # first version, or tokeniser settings changed: tokenise every row once
-                texts = (self.index_text(_row_to_chunk(r)) for r in
-                         con.execute(f"SELECT {_CHUNK_COLS} FROM chunks ORDER BY row"))
+                texts = (self.index_text(row_to_chunk(r)) for r in
+                         con.execute(f"SELECT {CHUNK_COLS} FROM chunks ORDER BY row"))
                 sparse_tokens = sparse_proto.tokenizer.many(texts)
             else:  # only the new chunks are tokenised; kept rows reuse their stored token ids
                 sparse_tokens = sparse_proto.tokenizer.many(
@@ -485,13 +303,12 @@ class CollectionWriter:
         # dense: grow the old index in place when nothing was removed and its kind still fits
         dense = None
         if base is not None and not len(removed_rows):
-            old = DenseIndex.load(base / "dense", use_gpu="never")
+            old = DenseIndex.load(base / "dense", self.dense_settings.model_copy(update={"use_gpu": "never"}))
             if old.fits(total):
                 dense = old.add(new_vecs)
         grown = dense is not None
         if dense is None:
-            dense = DenseIndex.from_settings(self.dim, self.dense_settings)
-            dense.use_gpu = "never"
+            dense = DenseIndex(self.dim, self.dense_settings.model_copy(update={"use_gpu": "never"}))
             dense.build(np.load(out / "vectors.npy", mmap_mode="r", allow_pickle=False))
         dense.save(out / "dense")
         lap("dense")
@@ -502,7 +319,9 @@ class CollectionWriter:
             n_old = len(stored[1]) - 1
             keep = np.setdiff1d(np.arange(n_old), removed_rows) if len(removed_rows) else None
             sparse = sparse_proto.rebuilt(keep, sparse_tokens, stored=stored)
-        assert sparse.size == total, (sparse.size, total)
+        if sparse.size != total:
+            raise CollectionError(f"Internal error: the BM25 index of {self.name!r} has {sparse.size} rows for "
+                                  f"{total} chunks; nothing was committed. Please report it.")
         sparse.save(out / "sparse")
         lap("sparse")
         self.last_build_seconds = secs
@@ -513,6 +332,8 @@ class CollectionWriter:
             "embedder": {"id": self.embedder_id, "dim": self.dim},
             "chunking": self.chunking,
             "index_title": self.index_title,
+            "build_settings": {"sparse": {k: getattr(self.sparse_settings, k) for k in SPARSE_BUILD},
+                               "dense": {k: getattr(self.dense_settings, k) for k in DENSE_BUILD}},
             "sparse": sparse.params,
             "dense": {"kind": dense.kind, "size": dense.size},
             "counts": {"documents": n_docs, "chunks": total},
@@ -533,11 +354,19 @@ class CollectionWriter:
         return SparseIndex.load_token_ids(base / "sparse")
 
     def _gc(self, current: str) -> None:
-        versions = sorted(d.name for d in self.path.iterdir() if _VERSION_RE.match(d.name))
+        versions = sorted(d.name for d in self.path.iterdir() if VERSION_RE.match(d.name))
         for old in versions[:-KEEP_VERSIONS]:
             shutil.rmtree(self.path / old, ignore_errors=True)
         for d in self.path.glob(".tmp-*"):
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _legacy_build_settings(base: Path, manifest: dict) -> dict:
+    """Build settings of a version written before manifests recorded them."""
+    dense = json.loads((base / "dense" / "dense.json").read_text())
+    renamed = {"hnsw_ef_construction": "ef_construction"}
+    return {"sparse": {k: manifest["sparse"][k] for k in SPARSE_BUILD if k in manifest.get("sparse", {})},
+            "dense": {k: dense[renamed.get(k, k)] for k in DENSE_BUILD if renamed.get(k, k) in dense}}
 
 
 def _write_vectors(path: Path, base: Path | None, removed_rows: np.ndarray, new_vecs: np.ndarray, dim: int) -> None:
@@ -576,5 +405,4 @@ def _package_version() -> str:
         return "dev"
 
 
-__all__ = ["Collection", "CollectionWriter", "DocRecord", "CollectionError", "CollectionNotFound",
-           "open_collection", "list_collections", "delete_collection", "validate_name"]
+__all__ = ["CollectionWriter", "DocRecord", "delete_collection"]

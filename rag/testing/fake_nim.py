@@ -1,6 +1,7 @@
 """A fake OpenAI-compatible NIM on loopback: real HTTP/1.1, real SSE, scripted failures.
 
-Used by the tests (the ``fake_nim`` fixture) and by ``bench/ttft.py``. It serves
+Used by the tests (the ``fake_nim`` fixture in ``tests/conftest.py``) and by the benchmarks
+(``bench/ttft.py``, ``bench/concurrency.py``). It serves
 
 - ``GET /v1/models``: the configured model ids;
 - ``POST /v1/chat/completions`` with ``"stream": true``: SSE ``data: {...}`` chunks in the OpenAI format
@@ -69,7 +70,8 @@ class FakeNIM:
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None, "call start() first"
+        if self._server is None:
+            raise RuntimeError("the fake NIM is not running: call start() first")
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
     def start(self) -> "FakeNIM":
@@ -225,21 +227,6 @@ def closed_port_url() -> str:
     port = s.getsockname()[1]
     s.close()
     return f"http://127.0.0.1:{port}/v1"
-
-
-try:
-    import pytest
-
-    @pytest.fixture
-    def fake_nim():
-        """A started :class:`FakeNIM` serving ``fake/model``; stopped after the test."""
-        server = FakeNIM().start()
-        try:
-            yield server
-        finally:
-            server.stop()
-except ImportError:  # pragma: no cover - the benchmark imports this module without pytest
-    pass
 
 
 __all__ = ["FakeNIM", "Script", "fake_catalog", "closed_port_url"]

@@ -1,0 +1,143 @@
+"""One path from a question to a cited answer: retrieve → route → budget → stream → citations.
+
+The Chat tab, Compare, ``hybrid-rag ask`` and the HTTP API all call :meth:`Engine.ask` (or
+``rag.ask``, the same on a shared engine)::
+
+    engine = Engine(load_settings())
+    for ev in engine.ask("How do I upload?", collection="docs"):
+        if isinstance(ev, Retrieved): show_searching_done(ev.result)   # every retrieved hit, ranked
+        elif isinstance(ev, Sources): show(ev.hits)                     # exactly the chunks sent, [1]..[n]
+        elif isinstance(ev, Token): print(ev.text, end="")
+        elif isinstance(ev, Done): show(ev.meta, ev.meta["citations"])  # route, model, timings, usage ...
+
+Compare retrieves once (:meth:`Engine.search`) and passes the result to several ``ask`` calls, so every
+model sees the same passages. ``ask`` validates its arguments (question, route, model, sampling
+parameters, history, the collection) before it returns the iterator, so callers can refuse bad input
+before they start streaming.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+from .answer import Done, Sources, Token, answer, parse_citations, validate_request
+from .catalog import Catalog
+from .errors import InvalidInput
+from .llm import HEALTH, HealthCache
+from .retrieve import RetrievalResult, Retriever
+from .router import Router
+from .store import open_collection
+
+
+@dataclass
+class Retrieved:
+    """Retrieval is done: ``result.hits`` are every hit, best first (the prompt may take fewer)."""
+
+    result: RetrievalResult
+
+
+Event = Retrieved | Sources | Token | Done
+
+
+class Engine:
+    """The parts every request shares, built from one :class:`~rag.config.Settings`: the embedder, the
+    model catalog, the auto router and the endpoint health cache. Heavy parts load on first use, once.
+    Thread-safe; build one per process (or per settings) and share it."""
+
+    def __init__(self, settings, *, embedder=None, catalog: Catalog | None = None, router: Router | None = None,
+                 health: HealthCache | None = None):
+        self.settings = settings
+        self._embedder, self._catalog, self._router = embedder, catalog, router
+        self.health = health or HEALTH
+        self._lock = threading.RLock()
+
+    # -- shared parts, built lazily ------------------------------------------------------------
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            with self._lock:
+                if self._embedder is None:
+                    from .embed import make_embedder
+
+                    self._embedder = make_embedder(self.settings.embedder)
+        return self._embedder
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            with self._lock:
+                if self._catalog is None:
+                    self._catalog = Catalog.from_settings(self.settings)
+        return self._catalog
+
+    @property
+    def router(self) -> Router:
+        if self._router is None:
+            with self._lock:
+                if self._router is None:
+                    self._router = Router.from_settings(self.settings, embedder=self.embedder)
+        return self._router
+
+    # -- retrieval -------------------------------------------------------------------------------
+    def retriever(self, collection: str) -> Retriever:
+        return Retriever(open_collection(collection, self.settings), self.embedder, self.settings.retrieval)
+
+    def search(self, collection: str, query: str, *, mode: str | None = None, k: int | None = None) -> RetrievalResult:
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput("The query is empty: type something to search for.")
+        return self.retriever(collection).search(query, mode=mode, k=k)
+
+    # -- the one question-to-answer path -------------------------------------------------------------
+    def ask(self, question: str, *, collection: str | None = None, retrieval: RetrievalResult | None = None,
+            history: list[dict] | None = None, route: str = "auto", model: str | None = None,
+            params: dict | None = None, mode: str | None = None, k: int | None = None) -> Iterator[Event]:
+        """Answer ``question`` from ``collection`` (or from an earlier ``retrieval``), streaming events.
+
+        ``route``: auto | speed | quality | openusd; ``model``: a catalog id or alias (overrides the route);
+        ``params``: sampling overrides (temperature, top_p, max_tokens, stop, seed, ...); ``mode``/``k``:
+        retrieval mode and chunks (settings by default). ``Done.meta`` is :func:`rag.answer.answer`'s plus
+        ``citations`` ({used: [n], unknown: [n]}) and ``answer`` (the whole text).
+        """
+        if retrieval is None and not collection:
+            raise InvalidInput("No collection given: choose the collection to search.")
+        validate_request(question, route=route, model=model, params=params, history=history, catalog=self.catalog)
+        retriever = self.retriever(collection) if retrieval is None else None  # an unknown collection fails now
+        return self._stream(question, retriever, retrieval, history, route, model, params, mode, k)
+
+    def _stream(self, question, retriever, retrieval, history, route, model, params, mode, k) -> Iterator[Event]:
+        if retrieval is None:
+            retrieval = retriever.search(question, mode=mode, k=k)
+        yield Retrieved(retrieval)
+        router = self.router if route == "auto" and not model else None
+        sent, parts = [], []
+        for ev in answer(question, retrieval.hits, history=history, route=route, model=model, params=params,
+                         query_vector=retrieval.query_vector, retrieval_ms=retrieval.retrieval_ms,
+                         catalog=self.catalog, router=router, health=self.health,
+                         embedded_options=self.settings.offline_llm.model_dump()):
+            if isinstance(ev, Sources):
+                sent = ev.hits
+            elif isinstance(ev, Token):
+                parts.append(ev.text)
+            elif isinstance(ev, Done):
+                text = "".join(parts)
+                cites = parse_citations(text, sent)
+                ev.meta["citations"] = {"used": sorted(cites.used), "unknown": list(cites.unknown)}
+                ev.meta["answer"] = text
+            yield ev
+
+
+_ENGINES: dict[int, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def ask(question: str, collection: str, *, settings, **kwargs) -> Iterator[Event]:
+    """:meth:`Engine.ask` on an engine shared by every call with the same ``settings`` object."""
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(id(settings))
+        if engine is None or engine.settings is not settings:
+            engine = _ENGINES[id(settings)] = Engine(settings)
+    return engine.ask(question, collection=collection, **kwargs)
+
+
+__all__ = ["Engine", "ask", "Retrieved", "Sources", "Token", "Done", "Event"]

