@@ -1,18 +1,23 @@
-"""hybrid-rag benchmarks: retrieval latency at scale, index build and memory, ingest throughput,
-TTFT overhead, concurrent users and the GPU paths. Prints a table and writes JSON.
+"""hybrid-rag benchmarks: retrieval latency at scale, index build and memory, dense recall against latency,
+ingest throughput, nDCG of the faster embedders, adding a document, TTFT overhead, concurrent users and
+the GPU paths. Prints markdown tables and writes JSON.
 
-    python -m bench                                  # 10k, 100k and 1M chunks (long: see docs/benchmarks.md)
+    python -m bench                                  # 10k, 100k and 1M chunks, every section (long)
     python -m bench --sizes 10000,100000 --queries 200
     python -m bench --quick                          # tiny sizes, a smoke run (used by tests/test_bench.py)
 
-Every speed or memory figure is printed beside its baseline from the same run.
+Every speed or memory figure is printed beside its baseline from the same run, as percentiles and ratios.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import io
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -36,10 +41,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"any of {','.join(SECTIONS)}")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "bench.json"))
     ap.add_argument("--data-dir", default=None, help="where the collections are built (default: a temp dir, removed)")
-    ap.add_argument("--keep", action="store_true", help="keep the data dir")
-    ap.add_argument("--scifact", default=None, help="BEIR SciFact folder (default: shared/eval/scifact)")
-    ap.add_argument("--embed-chunks", type=int, default=384, help="chunks for the ingest throughput run")
+    ap.add_argument("--keep", action="store_true", help="keep the data dir (and its cached reference vectors)")
+    ap.add_argument("--scifact", default=None,
+                    help="BEIR SciFact folder (default: shared/eval/scifact beside the repository, else the test sample)")
+    ap.add_argument("--embed-chunks", type=int, default=384, help="chunks per set in the ingest throughput run")
     ap.add_argument("--dense-variants-size", type=int, default=100_000)
+    ap.add_argument("--recall-target", type=float, default=0.95, help="recall@10 at which approximate meets exact")
+    ap.add_argument("--hnsw", action=argparse.BooleanOptionalAction, default=True,
+                    help="include HNSW-SQ8 in dense_variants (its build is slow on few cores)")
     ap.add_argument("--users", default="10,50")
     ap.add_argument("--rank-bm25-bound", type=float, default=120.0, help="seconds rank-bm25 may take per size")
     ap.add_argument("--rank-bm25-queries", type=int, default=20)
@@ -56,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.sizes = [s for s in args.sizes if s <= 3000] or [2000]
         args.queries = min(args.queries, 12)
-        args.embed_chunks = min(args.embed_chunks, 16)
+        args.embed_chunks = min(args.embed_chunks, 8)
         args.dense_variants_size = min(args.dense_variants_size, 3000)
         args.users = [min(u, 4) for u in args.users][:1]
         args.ttft_n = min(args.ttft_n, 5)
@@ -64,21 +73,44 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+def _quiet_logs() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     for ours in ("bench", "rag", "ingest"):
         logging.getLogger(ours).setLevel(logging.INFO)
     for noisy in ("httpx", "faiss", "sentence_transformers", "bm25s", "numba", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+
+def _jsonable(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _dump(report: dict) -> str:
+    """The report as JSON, with the home folder written as ~ (no user paths in shared results)."""
+    text = json.dumps(report, indent=1, default=_jsonable)
+    home = str(Path.home())
+    return text.replace(home, "~") if len(home) > 1 else text
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_logs()
+
     from rag.config import load_settings
+    from rag.embed import get_embedder
 
     from . import data as bdata
     from .common import machine
+    from .table import render
 
     tmp = None
     if args.data_dir:
@@ -88,17 +120,18 @@ def main(argv=None) -> int:
         tmp = tempfile.mkdtemp(prefix="hybrid-rag-bench-")
         data_dir = Path(tmp)
     settings = load_settings(data_dir=data_dir)
-    cache_dir = data_dir / "models"
-    report: dict = {"command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-                    "machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "settings": {"retrieval": settings.retrieval.model_dump(), "dense": settings.dense.model_dump(),
-                                 "sparse": settings.sparse.model_dump(), "embedder_backend": settings.embedder.backend},
+    cache = settings.data_dir / "bench-cache"
+    command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    report: dict = {"command": command.strip(), "machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "settings": {k: getattr(settings, k).model_dump() for k in ("retrieval", "dense", "sparse",
+                                                                                 "chunking")}
+                    | {"embedder_backend": settings.embedder.backend},
                     "synthesis": bdata.__doc__, "sections": {}}
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
     def save():
-        out_path.write_text(json.dumps(report, indent=1, default=_jsonable))
+        out_path.write_text(_dump(report))
 
     def section(name, fn, gate=None):
         if (gate or name) not in args.sections:
@@ -117,56 +150,72 @@ def main(argv=None) -> int:
         return res
 
     try:
-        scifact = bdata.find_scifact(args.scifact)
+        scifact, found = bdata.find_scifact(args.scifact)
         docs = bdata.load_corpus(scifact, limit=60 if args.quick else None)
-        queries_all = bdata.load_queries(scifact) if (scifact / "queries.jsonl").exists() else []
-        report["scifact"] = {"dir": str(scifact), "documents": len(docs)}
-        from rag.embed import get_embedder
+        qtexts = [q["text"] for q in bdata.load_queries(scifact)][: args.queries]
+        qtexts = qtexts or [bdata.doc_text(d)[:120] for d in docs[: args.queries]]
+        report["scifact"] = {"found": found, "documents": len(docs), "queries": len(qtexts)}
+        e = settings.embedder
+        embedder = get_embedder("local", backend=e.backend, device=e.device, cache_dir=e.cache_dir,
+                                batch_size=e.batch_size)
 
-        embedder = get_embedder("local", backend=settings.embedder.backend, cache_dir=cache_dir)
-        fast = get_embedder("local", backend="auto", cache_dir=cache_dir)
-        doc_vecs = bdata.lead_vectors(docs) if not args.quick else None
-        if doc_vecs is None:
-            doc_vecs = bdata.embed_corpus(docs, fast, cache_dir)
-            report["scifact"]["doc_vectors"] = f"embedded here ({getattr(fast, 'backend', 'torch')})"
-        else:
-            report["scifact"]["doc_vectors"] = "torch all-MiniLM-L6-v2 vectors from /tmp/exp (precomputed)"
-        qtexts = [q["text"] for q in queries_all][: args.queries] or [bdata.doc_text(d)[:120] for d in docs[: args.queries]]
-        q_vecs = embedder.encode_queries(qtexts)
-        synth = bdata.Synth(docs, doc_vecs)
-        report["scifact"]["passages"] = len(synth.passages)
+        @functools.cache
+        def reference():  # torch vectors of the documents: computed here, once, when a section needs them
+            vecs, info = bdata.reference_vectors(docs, cache)
+            report["scifact"]["reference_vectors"] = info
+            return vecs, info
 
-        section("query_embedding", lambda: _query_embedding(qtexts, cache_dir))
+        @functools.cache
+        def synth_and_queries():
+            return bdata.Synth(docs, reference()[0]), embedder.encode_queries(qtexts)
 
-        section("dense_variants", lambda: _dense_variants(synth, q_vecs, settings, args.dense_variants_size))
+        from . import embedding as bembed
 
-        retrieval: dict = {}
+        section("query_embedding", lambda: bembed.query_latency(qtexts, settings))
+
+        def dense_variants():
+            from .dense import variants
+
+            synth, q_vecs = synth_and_queries()
+            return variants(synth.vectors(args.dense_variants_size), q_vecs, settings, cache / "dense-variants",
+                            settings.retrieval.depth, args.recall_target, hnsw=args.hnsw)
+
+        section("dense_variants", dense_variants)
+
+        built: list[int] = []
         if "retrieval" in args.sections:
             from .retrieval import run_size
 
-            args.embedder = get_embedder("local", backend="auto", cache_dir=cache_dir)
+            def one_size(n, prev_rank):
+                synth, q_vecs = synth_and_queries()
+                return run_size(n, synth, qtexts, q_vecs, settings, args, embedder, prev_rank)
+
             prev_rank = None
             for n in args.sizes:
-                res = section(f"retrieval_{n}", lambda: run_size(n, synth, qtexts, q_vecs, settings, data_dir,
-                                                                 args, prev_rank), gate="retrieval")
-                retrieval[n] = res
-                if isinstance(res, dict) and "sparse" in res:
-                    prev_rank = res["sparse"].get("rank_bm25")
+                res = section(f"retrieval_{n}", lambda n=n, p=prev_rank: one_size(n, p), gate="retrieval")
+                if isinstance(res, dict) and "build" in res:
+                    built.append(n)
+                    prev_rank = res["sparse"]["rank_bm25"]
                 if n >= 500_000 and not args.keep:
                     shutil.rmtree(data_dir / "collections" / f"bench-{n}", ignore_errors=True)
 
-        from . import ingest as bingest
+        section("ingest", lambda: bembed.throughput(docs, args.embed_chunks, settings))
 
-        section("ingest", lambda: bingest.throughput(docs, args.embed_chunks, cache_dir))
-        if not args.quick:
-            section("ndcg", lambda: bingest.ndcg(scifact, docs, doc_vecs, data_dir, cache_dir, settings))
+        def ndcg():
+            from .ndcg import ndcg as run
+
+            return run(scifact, docs, reference(), settings, cache)
+
+        section("ndcg", ndcg)
 
         def add_one():
-            built = sorted(n for n, r in retrieval.items() if isinstance(r, dict) and "build" in r)
-            if not built:
+            from .ingest import add_one_document
+
+            kept = [n for n in built if n < 500_000 or args.keep]
+            if not kept:
                 return {"skipped": "no collection was built (the retrieval section did not run)"}
-            n = min(built, key=lambda s: abs(s - 100_000))
-            return {"collection_chunks": n, **bingest.add_one_document(f"bench-{n}", data_dir, settings, fast, docs)}
+            n = min(kept, key=lambda s: abs(s - 100_000))
+            return {"collection_chunks": n, **add_one_document(f"bench-{n}", settings, embedder, docs)}
 
         section("add_one", add_one)
         section("ttft", lambda: _ttft(args, data_dir))
@@ -177,12 +226,11 @@ def main(argv=None) -> int:
 
             from . import concurrency as conc
 
-            built = sorted(n for n, r in retrieval.items() if isinstance(r, dict) and "build" in r and n < 500_000)
-            if not built:
+            small = [n for n in built if n < 500_000]
+            if not small:
                 return {"skipped": "no collection was built (the retrieval section did not run)"}
-            col = open_collection(f"bench-{built[-1]}", data_dir)
-            r = Retriever(col, fast, settings.retrieval)
-            return {"collection_chunks": built[-1], "embedder": getattr(fast, "backend", "torch"),
+            r = Retriever(open_collection(f"bench-{small[-1]}", settings), embedder, settings.retrieval)
+            return {"collection_chunks": small[-1], "embedder": getattr(embedder, "backend", "torch"),
                     **conc.run(r, qtexts, users=args.users, turns=2 if args.quick else 3)}
 
         section("concurrency", concurrency)
@@ -197,56 +245,16 @@ def main(argv=None) -> int:
     return 0
 
 
-def _jsonable(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
-def _query_embedding(qtexts, cache_dir) -> dict:
-    """One query embedded at a time, as the app does: torch (sentence-transformers) vs ONNX backends."""
-    from rag.embed import BACKENDS, get_embedder, onnx_available
-
-    from .common import summary, timed
-
-    out = {}
-    for b in [b for b in BACKENDS if b != "auto"]:
-        if b.startswith("onnx") and not onnx_available():
-            out[b] = {"skipped": "onnxruntime is not installed"}
-            continue
-        e = get_embedder("local", backend=b, cache_dir=cache_dir)
-        out[b] = summary(timed(lambda q: e.encode_queries([q]), qtexts))
-    if "p50_ms" in out.get("onnx-int8", {}):
-        out["x_faster_int8_vs_torch_p50"] = round(out["torch"]["p50_ms"] / out["onnx-int8"]["p50_ms"], 2)
-    return out
-
-
-def _dense_variants(synth, q_vecs, settings, n) -> dict:
-    from .retrieval import dense_variants
-
-    vecs = synth.vectors(n)
-    return dense_variants(vecs, q_vecs, settings, storages=("flat", "fp16", "sq8"), kinds=("ivf",)) | {
-        k: v for k, v in dense_variants(vecs, q_vecs, settings, storages=("sq8",), kinds=("hnsw",)).items()
-        if k.startswith("hnsw")}
-
-
-def _ttft(args, data_dir) -> dict:
-    if not (REPO / "bench" / "ttft.py").exists():
-        return {"skipped": "bench/ttft.py does not exist yet"}
+def _ttft(args, data_dir: Path) -> dict:
     from . import ttft
 
     out = data_dir / "ttft.json"
     argv = ["--n", str(args.ttft_n), "--out", str(out)]
     if args.quick:
         argv += ["--no-router", "--warmup", "1"]
-    rc = ttft.main(argv)
-    res = json.loads(out.read_text())
-    res["rc"] = rc
-    return res
+    with contextlib.redirect_stdout(io.StringIO()):  # its own table; the figures go in ours
+        rc = ttft.main(argv)
+    return json.loads(out.read_text()) | {"rc": rc}
 
 
 def _gpu(args) -> dict:
@@ -274,136 +282,6 @@ def _gpu(args) -> dict:
     if cuda:
         out["embedding"] = gpu.embedding_section(str(packaged_minilm_path()), 2048)
     return out
-
-
-# -- the table ------------------------------------------------------------------------------------
-
-def _f(x, nd=2):
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{nd}f}"
-    return str(x)
-
-
-def render(report: dict) -> str:
-    S = report["sections"]
-    lines = [f"machine: {report['machine'].get('cpu', '?')}, {report['machine'].get('cpus')} CPUs, "
-             f"load at start {report['machine'].get('load_avg_at_start')}", f"command: {report['command']}", ""]
-    qe = S.get("query_embedding")
-    if isinstance(qe, dict):
-        lines.append("query embedding (one query)      p50 ms   p95 ms")
-        for b, r in qe.items():
-            if isinstance(r, dict) and "p50_ms" in r:
-                lines.append(f"  {b:<30} {_f(r['p50_ms']):>7}  {_f(r['p95_ms']):>7}")
-        lines.append("")
-    dv = S.get("dense_variants")
-    if isinstance(dv, dict) and "exact" in dv:
-        lines.append(f"dense index variants at {dv['size']} vectors   p50 ms  p95 ms  recall@10  B/vector  build s")
-        for k, r in dv.items():
-            if isinstance(r, dict) and "p50_ms" in r:
-                lines.append(f"  {k:<36} {_f(r['p50_ms']):>7} {_f(r['p95_ms']):>7} {_f(r.get('recall@10', 1.0), 3):>9} "
-                             f"{_f(r.get('bytes_per_vector'), 0):>9} {_f(r.get('build_s')):>8}")
-        lines.append("")
-    sizes = [k for k in S if k.startswith("retrieval_")]
-    if sizes:
-        lines.append("retrieval latency (ms, p50/p95; query embedding excluded unless marked +embed)")
-        hdr = f"  {'':<44}" + "".join(f"{k.split('_')[1]:>20}" for k in sizes)
-        lines.append(hdr)
-
-        def row(label, get):
-            vals = []
-            for k in sizes:
-                try:
-                    r = get(S[k])
-                    vals.append(f"{_f(r['p50_ms'])}/{_f(r['p95_ms'])}" if "p50_ms" in r else r.get("skipped", "-")[:18])
-                except Exception:
-                    vals.append("-")
-            lines.append(f"  {label:<44}" + "".join(f"{v:>20}" for v in vals))
-
-        row("sparse: ours (numba top-k)", lambda r: r["sparse"]["ours"])
-        row("sparse: bm25s numpy scorer (baseline)", lambda r: r["sparse"]["bm25s_numpy"])
-        row("sparse: rank-bm25 BM25Okapi (baseline)", lambda r: r["sparse"]["rank_bm25"])
-        row("dense: store index (see kind)", lambda r: r["dense"]["index"])
-        row("dense: exact IndexFlatIP (baseline)", lambda r: r["dense"]["exact"])
-        row("retriever sparse", lambda r: r["retriever"]["sparse"])
-        row("retriever dense", lambda r: r["retriever"]["dense"])
-        row("retriever hybrid", lambda r: r["retriever"]["hybrid"])
-        row("retriever hybrid, baseline indexes", lambda r: r["retriever"]["hybrid_baseline(numpy bm25s + exact)"])
-        row("retriever hybrid +embed (onnx-int8)", lambda r: next(v for k, v in r["retriever"].items() if k.startswith("hybrid+embed")))
-
-        def plain(label, get):
-            vals = []
-            for k in sizes:
-                try:
-                    vals.append(_f(get(S[k])))
-                except Exception:
-                    vals.append("-")
-            lines.append(f"  {label:<44}" + "".join(f"{v:>20}" for v in vals))
-
-        plain("dense index kind", lambda r: r["dense_kind"])
-        plain("dense recall@10 vs exact", lambda r: r["dense"]["recall@10_vs_exact"])
-        plain("sparse top-10 scores = numpy scorer's", lambda r: r["sparse"]["same_top10_scores_as_numpy"])
-        plain("build: store commit total s", lambda r: r["build"]["total_s"])
-        plain("build: tokenise s", lambda r: r["build"].get("tokenise"))
-        plain("build: sparse from ids, ours s", lambda r: r["build"].get("ours_sparse_from_ids_s"))
-        plain("build: sparse from ids, bm25s.index s", lambda r: r["build"].get("bm25s_index_from_ids_s"))
-        plain("build: dense (store) s", lambda r: r["build"].get("dense"))
-        plain("build: exact flat s", lambda r: r["build"].get("exact_flat_build_s"))
-        plain("build: rank-bm25 s", lambda r: r["sparse"]["rank_bm25"].get("build_s"))
-        plain("memory: dense B/chunk", lambda r: r["memory"]["dense_index_B_per_chunk"])
-        plain("memory: sparse B/chunk", lambda r: r["memory"]["sparse_index_B_per_chunk"])
-        plain("memory: chunk store B/chunk", lambda r: r["memory"]["chunk_store_B_per_chunk"])
-        plain("memory: total B/chunk", lambda r: r["memory"]["total_B_per_chunk"])
-        plain("memory: resident (RSS) B/chunk", lambda r: r["memory"].get("resident_B_per_chunk"))
-        lines.append("")
-    ing = S.get("ingest")
-    if isinstance(ing, dict) and "plain_loop" in ing:
-        lines.append(f"ingest embedding throughput, {ing['chunks']} SciFact chunks   chunks/s  x plain loop  cosine")
-        for k in ("plain_loop", "app_torch", "app_onnx", "app_onnx_int8"):
-            if k in ing:
-                lines.append(f"  {k:<52} {_f(ing[k]['chunks_per_s'], 1):>8} {_f(ing[k]['x_plain_loop']):>13} "
-                             f"{_f(ing.get('cosine_to_plain', {}).get(k), 4):>7}")
-        lines.append("")
-    nd = S.get("ndcg")
-    if isinstance(nd, dict) and "torch" in nd:
-        lines.append("SciFact nDCG@10 (train, 809 queries)   dense    hybrid")
-        for k in ("torch", "onnx-int8"):
-            if k in nd:
-                lines.append(f"  {k:<36} {_f(nd[k].get('dense'), 4):>7} {_f(nd[k].get('hybrid'), 4):>9}")
-        lines.append("")
-    ad = S.get("add_one")
-    if isinstance(ad, dict) and "reuse_token_ids" in ad:
-        lines.append(f"add one document to {ad['collection_chunks']} chunks (end to end, s)")
-        for k in ("reuse_token_ids", "retokenise_all"):
-            lines.append(f"  {k:<36} {_f(ad[k]['seconds']):>7}   phases {ad[k].get('commit_phases_s')}")
-        lines.append("")
-    tt = S.get("ttft")
-    if isinstance(tt, dict) and "results" in tt:
-        lines.append(f"TTFT overhead over a fake NIM ({tt.get('server_ttft_ms')} ms fixed)   p50 ms  p95 ms")
-        for k, r in tt["results"].items():
-            lines.append(f"  {k:<52} {_f(r['overhead_p50_ms']):>7} {_f(r['overhead_p95_ms']):>7}")
-        lines.append("")
-    cc = S.get("concurrency")
-    if isinstance(cc, dict):
-        if "skipped" in cc:
-            lines.append(f"concurrency: skipped ({cc['skipped']})")
-        else:
-            lines.append("concurrent users (retrieval + answer)  requests errors  TTFT overhead p50/p95 ms: "
-                         "with retrieval | answer() only")
-            for k, r in cc.items():
-                if k.endswith("_users"):
-                    lines.append(f"  {k:<36} {r['requests']:>8} {r['errors']:>6}  {_f(r['overhead_p50_ms'], 1)}/"
-                                 f"{_f(r['overhead_p95_ms'], 1)} | {_f(r.get('answer_overhead_p50_ms'), 1)}/"
-                                 f"{_f(r.get('answer_overhead_p95_ms'), 1)}")
-        lines.append("")
-    g = S.get("gpu")
-    if isinstance(g, dict):
-        lines.append("gpu: " + (g.get("skipped") or json.dumps({k: v for k, v in g.items() if k != "section_s"})))
-    errs = {k: v["error"] for k, v in S.items() if isinstance(v, dict) and "error" in v}
-    for k, e in errs.items():
-        lines.append(f"section {k} FAILED: {e}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,23 @@
-"""Small helpers shared by the benchmark sections: timing, percentiles, memory, machine description."""
+"""Small helpers shared by the benchmark sections: timing, percentiles, ratios, machine description."""
 from __future__ import annotations
 
 import os
 import platform
 import time
 from contextlib import contextmanager
+from importlib import metadata
 
 import numpy as np
+
+# the libraries whose versions move the figures: name in the report -> distributions that provide it
+LIBRARIES = {
+    "faiss": ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu11", "faiss"),
+    "bm25s": ("bm25s",), "numba": ("numba",), "rank-bm25": ("rank-bm25",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "torch": ("torch",),
+    "sentence-transformers": ("sentence-transformers",), "transformers": ("transformers",),
+    "numpy": ("numpy",), "hybrid-rag": ("hybrid-rag",),
+}
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "amx_tile")
 
 
 def pct(ms: list[float], q: float) -> float:
@@ -18,7 +29,7 @@ def summary(ms: list[float]) -> dict:
 
 
 def timed(fn, items, warmup: int = 3) -> list[float]:
-    """Milliseconds of ``fn(item)`` for every item, after ``warmup`` untimed calls."""
+    """Milliseconds of ``fn(item)`` for every item, after ``warmup`` untimed calls (JIT compiles, caches)."""
     for it in items[:warmup]:
         fn(it)
     out = []
@@ -48,31 +59,45 @@ def rss_bytes() -> int:
 
 
 def ratio(a: float, b: float) -> float | None:
-    return round(a / b, 2) if b else None
+    """a / b rounded, or None when b is 0 or missing (a speed-up is ``ratio(baseline_ms, ours_ms)``)."""
+    return round(a / b, 2) if a is not None and b else None
 
 
 def recall_at(found: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
     return round(float(np.mean([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth)])), 4)
 
 
+def _version(dists) -> str | None:
+    for d in dists:
+        try:
+            return metadata.version(d)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    """CPU model, cores, RAM, OS, Python and library versions. No host name, user or path."""
+    info: dict = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    try:
+        info["cpus_usable"] = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        pass
     try:
         with open("/proc/cpuinfo") as f:
+            flags: set[str] = set()
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith("model name") and "cpu" not in info:
                     info["cpu"] = line.split(":", 1)[1].strip()
-                    break
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+        info["cpu_flags"] = [f for f in CPU_FLAGS if f in flags]
         with open("/proc/meminfo") as f:
             info["mem_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
-        info["load_avg_at_start"] = os.getloadavg()
+        info["load_avg_at_start"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         pass
-    versions = {}
-    for mod in ("faiss", "bm25s", "numba", "onnxruntime", "torch", "sentence_transformers", "numpy"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:
-            versions[mod] = None
-    info["versions"] = versions
+    info["threads_env"] = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+                           if k in os.environ}
+    info["versions"] = {name: _version(dists) for name, dists in LIBRARIES.items()}
     return info

@@ -1,6 +1,9 @@
 """Benchmark data: SciFact, and chunks synthesised from it at any size.
 
-How the synthetic chunks are made (``synth_chunks``), with a fixed seed:
+SciFact is read from ``--scifact DIR``, else ``shared/eval/scifact`` beside the repository, else the
+300-document sample in tests/data/scifact_sample.
+
+How the synthetic chunks are made (``Synth``), with a fixed seed:
 
 - Passages: every SciFact abstract (title + text) is cut into non-overlapping windows of 60 words;
   windows under 20 words are merged into the previous one.
@@ -8,17 +11,19 @@ How the synthetic chunks are made (``synth_chunks``), with a fixed seed:
   text is P's words plus every fourth word of S, shuffled (so BM25 sees real SciFact vocabulary and
   term statistics, but no chunk repeats another).
 - Its vector is ``normalise(0.75 * v(P's document) + 0.25 * v(S's document) + 0.05 * g)`` where
-  ``v`` are real all-MiniLM-L6-v2 embeddings of the SciFact documents and ``g`` is standard normal
+  ``v`` are all-MiniLM-L6-v2 embeddings of the SciFact documents by the reference backend (torch fp32,
+  sentence-transformers), computed by the benchmark run itself, and ``g`` is standard normal
   noise (per dimension; its norm is about 0.05 * sqrt(384) = 0.98 before the mix is normalised).
   The vectors therefore form the same clusters as real SciFact embeddings, with every chunk distinct.
 - Every four chunks share a document id (``syn-<i // 4>``).
 
-Queries are the real SciFact claims (text and embedding). Recall@10 of approximate search is
+Queries are the real SciFact claims, embedded by the configured backend. Recall@10 of approximate search is
 measured against exact search on these same vectors.
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import time
@@ -26,24 +31,31 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.config import REPO_ROOT
-
 log = logging.getLogger(__name__)
 
+REPO = Path(__file__).resolve().parent.parent
 PASSAGE_WORDS, MIN_WORDS = 60, 20
 PRIMARY_WEIGHT, NOISE = 0.75, 0.05
-SAMPLE_DIR = REPO_ROOT / "tests" / "data" / "scifact_sample"
+SAMPLE_DIR = REPO / "tests" / "data" / "scifact_sample"
+SHARED_DIR = REPO.parent / "shared" / "eval" / "scifact"
+REFERENCE_BACKEND = "torch"  # sentence-transformers, fp32: the vectors every other backend is compared with
 
 
-def find_scifact(explicit: str | Path | None = None) -> Path:
-    """The full SciFact train split (shared/eval/scifact beside the repository), else the test sample."""
-    candidates = [Path(explicit)] if explicit else []
-    candidates += [REPO_ROOT.parent / "shared" / "eval" / "scifact", REPO_ROOT / "shared" / "eval" / "scifact",
-                   Path("/work/shared/eval/scifact")]
-    for c in candidates:
-        if (c / "corpus.jsonl.gz").exists() or (c / "corpus.jsonl").exists():
-            return c
-    return SAMPLE_DIR
+def _has_corpus(d: Path) -> bool:
+    return (d / "corpus.jsonl.gz").exists() or (d / "corpus.jsonl").exists()
+
+
+def find_scifact(explicit: str | Path | None = None) -> tuple[Path, str]:
+    """(folder, how it was found): ``--scifact DIR``, else ``shared/eval/scifact`` beside the repository,
+    else the 300-document sample in tests/data/scifact_sample."""
+    if explicit:
+        d = Path(explicit)
+        if not _has_corpus(d):
+            raise FileNotFoundError(f"--scifact {explicit}: no corpus.jsonl(.gz) there (a BEIR SciFact folder)")
+        return d, "--scifact"
+    if _has_corpus(SHARED_DIR):
+        return SHARED_DIR, "shared/eval/scifact beside the repository"
+    return SAMPLE_DIR, "tests/data/scifact_sample (300 documents; pass --scifact for the full corpus)"
 
 
 def load_corpus(d: Path, limit: int | None = None) -> list[dict]:
@@ -60,37 +72,42 @@ def load_corpus(d: Path, limit: int | None = None) -> list[dict]:
     return out
 
 
+def load_queries(d: Path) -> list[dict]:
+    f = d / "queries.jsonl"
+    if not f.exists():
+        return []
+    return [json.loads(l) for l in f.read_text(encoding="utf-8").splitlines() if l.strip()]
+
+
 def doc_text(d: dict) -> str:
     return f"{d['title']}\n{d['text']}" if d.get("title") else d["text"]
 
 
-def embed_corpus(docs: list[dict], embedder, cache: Path | None = None) -> np.ndarray:
-    """Embeddings of the documents (title + text), cached as .npy keyed by ids and embedder backend."""
-    key = f"{len(docs)}-{docs[0]['_id']}-{docs[-1]['_id']}-{getattr(embedder, 'backend', 'torch')}"
-    if cache is not None:
-        f = cache / f"scifact-vecs-{key}.npy"
-        if f.exists():
-            return np.load(f, allow_pickle=False)
+def embed_corpus(docs: list[dict], embedder, cache: Path | None = None) -> tuple[np.ndarray, dict]:
+    """Embeddings of the documents (title + text) and how they were obtained. Cached as .npy in ``cache``
+    (the run's data dir), keyed by a hash of the document ids and the embedder backend."""
+    backend = getattr(embedder, "backend", "torch")
+    ids = hashlib.sha256("\n".join(d["_id"] for d in docs).encode()).hexdigest()[:16]
+    f = cache / f"scifact-{len(docs)}-{ids}-{backend}.npy" if cache is not None else None
+    if f is not None and f.exists():
+        return np.load(f, allow_pickle=False), {"backend": backend, "documents": len(docs),
+                                                "source": "cached in the data dir by an earlier run"}
     t = time.perf_counter()
     vecs = embedder.encode_documents([doc_text(d) for d in docs])
-    log.info("embedded %d documents in %.1fs", len(docs), time.perf_counter() - t)
-    if cache is not None:
+    secs = round(time.perf_counter() - t, 1)
+    log.info("embedded %d documents with %s in %.1fs", len(docs), backend, secs)
+    if f is not None:
         cache.mkdir(parents=True, exist_ok=True)
         np.save(f, vecs, allow_pickle=False)
-    return vecs
+    return vecs, {"backend": backend, "documents": len(docs), "source": "embedded in this run", "seconds": secs}
 
 
-def lead_vectors(docs: list[dict], directory: Path = Path("/tmp/exp")) -> np.ndarray | None:
-    """Precomputed torch embeddings of the full corpus, if a colleague left them (rows aligned by id)."""
-    try:
-        ids = json.loads((directory / "doc_ids.json").read_text())
-        vecs = np.load(directory / "doc_vecs.npy", allow_pickle=False)
-    except (OSError, ValueError):
-        return None
-    pos = {d: i for i, d in enumerate(ids)}
-    if len(vecs) != len(ids) or any(d["_id"] not in pos for d in docs):
-        return None
-    return np.ascontiguousarray(vecs[[pos[d["_id"]] for d in docs]], dtype=np.float32)
+def reference_vectors(docs: list[dict], cache: Path | None = None) -> tuple[np.ndarray, dict]:
+    """The documents embedded by the reference backend (torch fp32 all-MiniLM-L6-v2), in this run
+    (or from this data dir's cache)."""
+    from rag.embed import get_embedder
+
+    return embed_corpus(docs, get_embedder("local", backend=REFERENCE_BACKEND), cache)
 
 
 def passages(docs: list[dict]) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
@@ -154,9 +171,4 @@ class Synth:
         return [f"syn-{i // 4}" for i in range(n)]
 
 
-def load_queries(d: Path) -> list[dict]:
-    f = d / "queries.jsonl"
-    return [json.loads(l) for l in f.read_text(encoding="utf-8").splitlines() if l.strip()]
-
-
-__all__ = ["Synth", "find_scifact", "load_corpus", "load_queries", "embed_corpus", "lead_vectors", "doc_text"]
+__all__ = ["Synth", "find_scifact", "load_corpus", "load_queries", "embed_corpus", "reference_vectors", "doc_text"]

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 
 import numpy as np
 
-from .common import recall_at, summary, timed
+from .common import machine, recall_at, summary, timed
 
 
 def _say(*a) -> None:
@@ -36,6 +35,7 @@ def clustered_unit_vectors(n: int, d: int = 384, clusters: int = 2000, seed: int
 
 
 def faiss_section(n: int, n_queries: int, batch: int) -> dict:
+    from rag.config import DenseSettings
     from rag.dense import DenseIndex, gpu_count
 
     out: dict = {"faiss_gpus": gpu_count(), "n": n}
@@ -50,10 +50,10 @@ def faiss_section(n: int, n_queries: int, batch: int) -> dict:
     for kind, kw in (("exact", {"exact_max": 10**12}), ("ivf-sq8", {"exact_max": 0, "approx": "ivf",
                                                                      "storage": "sq8"})):
         t = time.perf_counter()
-        cpu = DenseIndex(x.shape[1], use_gpu="never", **kw).build(x)
+        cpu = DenseIndex(x.shape[1], DenseSettings(use_gpu="never", **kw)).build(x)
         build_cpu = time.perf_counter() - t
         t = time.perf_counter()
-        gpu = DenseIndex(x.shape[1], use_gpu="auto", **kw).build(x)
+        gpu = DenseIndex(x.shape[1], DenseSettings(use_gpu="auto", **kw)).build(x)
         build_gpu = time.perf_counter() - t  # includes the copy to the GPU
         _say(f"faiss {kind}: built (cpu {build_cpu:.1f} s, gpu {build_gpu:.1f} s)")
         _, rc = cpu.search(q, 10)
@@ -118,7 +118,8 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-faiss", action="store_true")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
-    report = {"machine": {"node": platform.node(), "python": platform.python_version()}}
+    report = {"command": "python -m bench.gpu " + " ".join(sys.argv[1:] if argv is None else argv),
+              "machine": machine()}
     if not a.skip_faiss:
         report["faiss"] = faiss_section(a.n, a.queries, a.batch)
     if a.embed_model:

@@ -41,6 +41,7 @@ class RetrievalResult:
     retrieval_ms: float
     mode: str
     timings: dict = field(default_factory=dict)
+    candidates: dict = field(default_factory=dict)  # how many rows each retriever offered to fusion
 
 
 def rrf(lists: dict[str, list[int]], weights: dict[str, float], k: float = 60.0) -> dict[int, float]:
@@ -204,7 +205,8 @@ class Retriever:
                             dense_rank=d_rank.get(row), dense_score=d_score.get(row),
                             sparse_rank=s_rank.get(row), sparse_score=s_score))
         ms = (time.perf_counter() - t0) * 1000
-        return RetrievalResult(hits=hits, query_vector=qvec, retrieval_ms=ms, mode=mode, timings=timings)
+        return RetrievalResult(hits=hits, query_vector=qvec, retrieval_ms=ms, mode=mode, timings=timings,
+                               candidates={"dense": len(dense_rows), "sparse": len(sparse_rows)})
 
 
 def _convex_corpus(qvec, sparse_of: dict[int, float], sparse_moments: tuple[float, float],

@@ -123,9 +123,10 @@ def test_50_chat_sessions_and_an_ingest_for_two_minutes():
     admin.close()
 
     counts = collection_counts(served.data, "load")
+    from rag.config import load_settings
     from rag.store import open_collection
 
-    docs = {d["doc_id"] for d in open_collection("load", served.data).documents()}
+    docs = {d["doc_id"] for d in open_collection("load", load_settings(data_dir=served.data)).documents()}
     early = [b for s, b in rss if SECONDS * 0.25 <= s <= SECONDS * 0.5]
     late = [b for s, b in rss if s >= SECONDS * 0.75]
     growth = (statistics.median(late) - statistics.median(early)) if early and late else 0

@@ -1,0 +1,399 @@
+"""Every user-facing setting takes effect: each is flipped through a settings file and through its
+environment variable, and the change is observed in the component that uses it (not in the settings
+object). A completeness check fails when a setting is added without a case here."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from reliability_kit import FakeEmbedder
+
+from rag.config import CONFIG_DIR, ConfigError, Settings, load_settings
+
+FAKE = FakeEmbedder()
+DOCS = {
+    "cats.md": "# Cats\n\nCats are sleeping sixteen hours a day. The cat purrs when it is content.",
+    "dogs.md": "# Dogs\n\nDogs like long walks in the park and they sleep less than cats do.",
+    "herons.md": "# Herons\n\nHerons hunt fish in shallow water at dawn. The heron stands still.",
+    "owls.md": "# Owls\n\nOwls hunt at night; their hearing finds mice under the snow.",
+    "bees.md": "# Bees\n\nBees dance to tell the hive where the flowers are.",
+    "ants.md": "# Ants\n\nAnts farm fungus and herd aphids for their honeydew.",
+}
+
+
+# --- building what the settings drive ------------------------------------------------------------
+
+def _ingest(s, files=None, name="c"):
+    from ingest.pipeline import ingest
+
+    return ingest(name, [(n, t.encode() if isinstance(t, str) else t) for n, t in (files or DOCS).items()],
+                  settings=s, embedder=FAKE)
+
+
+def _collection(s, files=None):
+    from rag.store import open_collection
+
+    _ingest(s, files)
+    return open_collection("c", s)
+
+
+def _vectors_collection(s, n=400, dim=8):
+    """A collection of ``n`` one-chunk documents with random vectors (for the dense index settings)."""
+    from rag.store import CollectionWriter, DocRecord, open_collection
+    from rag.types import Chunk
+
+    x = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    with CollectionWriter("v", s, embedder_id="e", dim=dim) as w:
+        for i in range(n):
+            w.add(DocRecord(f"d{i}", f"d{i}", "", f"h{i}"),
+                  [Chunk(id=f"d{i}#0", doc_id=f"d{i}", source=f"d{i}", text=f"word{i} text", start=0, end=1)],
+                  x[i:i + 1])
+        w.commit()
+    return open_collection("v", s)
+
+
+def _search(s, query="cats sleep", **kw):
+    from rag.engine import Engine
+
+    _ingest(s)
+    return Engine(s, embedder=FAKE).search("c", query, **kw)
+
+
+def _is_rrf(s) -> bool:
+    """Whether the top hybrid hit's score is the RRF formula of its ranks."""
+    r = _search(s, k=1).hits[0]
+    k, w = s.retrieval.rrf_k, s.retrieval
+    return abs(r.score - (w.dense_weight / (k + r.dense_rank) + w.sparse_weight / (k + r.sparse_rank))) < 1e-9
+
+
+def _rrf_scores(s):
+    s.retrieval.fusion = "rrf"
+    return [round(h.score, 6) for h in _search(s, k=3).hits]
+
+
+def _chunks_of_long_doc(s):
+    text = "# Long\n\n" + " ".join(f"Sentence number {i} is about topic {i % 7}." for i in range(300))
+    _ingest(s, {"long.md": text})
+    from rag.store import open_collection
+
+    return open_collection("c", s).documents()[0]["chunks"]
+
+
+def _overlap(s):
+    from rag.store import open_collection
+
+    s.chunking.chunk_tokens = 64
+    _chunks_of_long_doc(s)
+    a, b = open_collection("c", s).document_chunks("long.md", limit=2)
+    return a.end > b.start  # consecutive chunks share text
+
+
+def _upload(s, name, data):
+    res = _ingest(s, {name: data})
+    return res[0].status if len(res) == 1 else [r.status for r in res]
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+    return buf.getvalue()
+
+
+def _letters(n: int) -> bytes:
+    """Random lower-case words: compresses about 1.6x (over ``max_archive_ratio`` 1.2, far under 100)."""
+    rng = np.random.default_rng(0)
+    letters = rng.integers(97, 123, n).astype(np.uint8)
+    letters[rng.integers(0, n, n // 6)] = 32
+    return letters.tobytes()
+
+
+def _admin(s, user="admin", password="pw-1"):
+    from ui import auth
+
+    auth.reset_throttle()
+    try:
+        auth.require_admin(user, password, s, action="test")
+        return "allowed"
+    except auth.AdminDenied:
+        return "refused"
+
+
+def _embedded_load_args(s, monkeypatch):
+    """The threads/repack the embedded model is loaded with when the engine answers offline."""
+    import rag.llm.embedded as emb
+    from rag.engine import Engine
+    from rag.testing.fake_nim import closed_port_url, fake_catalog
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def load(n_ctx=2048, threads=0, repack=False):
+        seen.update(threads=threads, repack=repack)
+        raise Stop
+
+    monkeypatch.setattr(emb, "load_embedded", load)
+    _ingest(s)
+    engine = Engine(s, embedder=FAKE, catalog=fake_catalog(closed_port_url(), fallback_order=("local",)))
+    with pytest.raises(Stop):
+        list(engine.ask("cats?", collection="c", route="speed"))
+    return seen["threads"], seen["repack"]
+
+
+def _title_only_word_found(s) -> bool:
+    """An HTML page whose <title> word appears nowhere in its body: BM25 finds it only with index_title."""
+    page = "<html><head><title>Zebrafish</title></head><body><p>Fins regrow in weeks.</p></body></html>"
+    return len(_search_files(s, {"z.html": page}, "zebrafish")) > 0
+
+
+def _search_files(s, files, query):
+    from rag.engine import Engine
+
+    _ingest(s, files)
+    return Engine(s, embedder=FAKE).search("c", query, mode="sparse").hits
+
+
+def _speed_score_of_a_speed_vector(s) -> float:
+    from rag.router import Router
+
+    eye = np.eye(3, 384, dtype=np.float32)
+    router = Router.from_settings(s, exemplar_vectors={"speed": eye[:1], "quality": eye[1:2], "openusd": eye[2:]})
+    return router.route("zzz " * 12, eye[0])[2]["speed"]
+
+
+def _catalog(s):
+    from rag.catalog import Catalog
+
+    return Catalog.from_settings(s)
+
+
+def _router(s):
+    from rag.router import Router
+
+    return Router.from_settings(s, exemplar_vectors={})
+
+
+def _embedder(s):
+    from rag.embed import make_embedder
+
+    return make_embedder(s.embedder)
+
+
+def _nvidia_key_asked_for(s):
+    """The variable the NVIDIA embedder asks for when no key is set (hosted endpoint)."""
+    from rag.embed import EmbedderError
+
+    s.embedder.kind = "nvidia"
+    with pytest.raises(EmbedderError) as e:
+        _embedder(s)
+    return next(w for w in str(e.value).split() if w.isupper() and "_" in w)
+
+
+def _nvidia(s, attr):
+    s.embedder.kind = "nvidia"
+    return getattr(_embedder(s).client, attr)
+
+
+def _ivf(s):
+    import faiss
+
+    s.dense.exact_max = 100
+    col = _vectors_collection(s)
+    return col.dense.kind, faiss.extract_index_ivf(col.dense.index), col.dense.index
+
+
+def _hnsw(s):
+    s.dense.exact_max, s.dense.approx = 100, "hnsw"
+    return _vectors_collection(s).dense.index.hnsw
+
+
+def _side_file(tmp_path, name, change):
+    raw = yaml.safe_load((CONFIG_DIR / name).read_text())
+    change(raw)
+    p = tmp_path / f"other-{name}"
+    p.write_text(yaml.safe_dump(raw))
+    return str(p)
+
+
+# --- the cases: (setting, value, observe(settings, ctx) -> what the component did, expected) ----------------
+
+def _cases(tmp_path, monkeypatch):
+    other_models = _side_file(tmp_path, "models.yaml", lambda r: r.update(fallback_order=["hosted", "embedded"]))
+    other_router = _side_file(tmp_path, "router.yaml", lambda r: r.update(default_route="quality"))
+    cache = tmp_path / "onnx-cache"
+    return [
+        ("data_dir", str(tmp_path / "elsewhere"), lambda s: (_ingest(s), (tmp_path / "elsewhere" / "collections" / "c").is_dir())[1], True),
+        ("models_file", other_models, lambda s: _catalog(s).fallback_order, ["hosted", "embedded"]),
+        ("router_file", other_router, lambda s: _router(s).route("zzz " * 12)[0], "quality"),
+        ("embedder.kind", "nvidia", lambda s: type(_embedder(s)).__name__, "NvidiaEmbedder"),
+        ("embedder.model", "nvidia/nv-embed-v1", lambda s: _nvidia(s, "model"), "nvidia/nv-embed-v1"),
+        ("embedder.base_url", "http://127.0.0.1:9/v1", lambda s: _nvidia(s, "base_url"), "http://127.0.0.1:9/v1"),
+        ("embedder.api_key_env", "MY_EMBED_KEY", _nvidia_key_asked_for, "MY_EMBED_KEY"),
+        ("embedder.batch_size", 7, lambda s: _embedder(s).batch_size, 7),
+        ("embedder.backend", "torch", lambda s: type(_embedder(s)).__name__, "LocalEmbedder"),
+        ("embedder.device", "cuda", lambda s: __import__("rag.embed", fromlist=["x"]).pick_device(s.embedder.device), "cuda"),
+        ("embedder.cache_dir", str(cache), lambda s: Path(_embedder(s).onnx_path).parent.parent == cache, True),
+        ("chunking.chunk_tokens", 64, lambda s: _chunks_of_long_doc(s) > 30, True),
+        ("chunking.overlap_tokens", 0, _overlap, False),
+        ("retrieval.mode", "sparse", lambda s: _search(s).mode, "sparse"),
+        ("retrieval.k", 2, lambda s: len(_search(s).hits), 2),
+        ("retrieval.depth", 3, lambda s: _search(s, k=1).candidates["dense"], 3),
+        ("retrieval.fusion", "rrf", _is_rrf, True),
+        ("retrieval.rrf_k", 5, _rrf_scores, "changed"),
+        ("retrieval.dense_weight", 0.2, _rrf_scores, "changed"),
+        ("retrieval.sparse_weight", 0.9, _rrf_scores, "changed"),
+        ("retrieval.index_title", False, _title_only_word_found, False),
+        ("dense.exact_max", 100, lambda s: _vectors_collection(s).dense.kind, "ivf"),
+        ("dense.approx", "hnsw", lambda s: (setattr(s.dense, "exact_max", 100), _vectors_collection(s).dense.kind)[1], "hnsw"),
+        ("dense.storage", "flat", lambda s: type(_ivf(s)[2]).__name__, "IndexIVFFlat"),
+        ("dense.ivf_nlist", 3, lambda s: _ivf(s)[1].nlist, 3),
+        ("dense.ivf_nprobe", 5, lambda s: _ivf(s)[1].nprobe, 5),
+        ("dense.hnsw_m", 8, lambda s: int(_hnsw(s).nb_neighbors(1)), 8),  # neighbours per node above layer 0
+        ("dense.hnsw_ef_construction", 40, lambda s: _hnsw(s).efConstruction, 40),
+        ("dense.hnsw_ef_search", 20, lambda s: _hnsw(s).efSearch, 20),
+        ("dense.use_gpu", "never", lambda s: _collection(s).dense.use_gpu, "never"),
+        ("sparse.method", "robertson", lambda s: _collection(s).sparse.params["method"] == "robertson" and
+         round(float(_search(s, mode="sparse").hits[0].score), 4), "changed"),
+        ("sparse.k1", 2.0, lambda s: round(float(_search(s, mode="sparse").hits[0].score), 4), "changed"),
+        ("sparse.b", 1.0, lambda s: round(float(_search(s, mode="sparse").hits[0].score), 4), "changed"),
+        ("sparse.stopwords", None, lambda s: len(_search(s, query="the", mode="sparse").hits) > 0, True),
+        ("sparse.stemmer", None, lambda s: len(_search(s, query="sleep", mode="sparse").hits), 1),
+        ("sparse.backend", "numpy", lambda s: _collection(s).sparse.backend, "numpy"),
+        ("limits.max_file_bytes", 10, lambda s: _upload(s, "a.md", b"# A\n\nlonger than ten bytes"), "failed"),
+        ("limits.max_files_per_upload", 1, lambda s: _upload(s, "p.zip", _zip({"a.md": b"alpha", "b.md": b"beta"})),
+         ["added", "failed"]),  # the archive's second member is over the limit
+        ("limits.max_archive_bytes", 100, lambda s: _upload(s, "p.zip", _zip({"a.md": b"alpha " * 50})), "failed"),
+        ("limits.max_archive_ratio", 1.2, lambda s: _upload(s, "p.zip", _zip({"a.md": _letters(70000)})), "failed"),
+        ("limits.allowed_types", ["md"], lambda s: _upload(s, "a.txt", b"plain text"), "failed"),
+        ("admin.username", "boss", lambda s: (monkeypatch.setenv("HYBRID_RAG_ADMIN_PASSWORD", "pw-1"),
+                                               _admin(s, user="boss"))[1], "allowed"),
+        ("admin.password_env", "MY_ADMIN_PW", lambda s: (monkeypatch.setenv("MY_ADMIN_PW", "pw-1"), _admin(s))[1],
+         "allowed"),
+        ("admin.password", "pw-1", lambda s: _admin(s), "allowed"),
+        ("offline_llm.threads", 3, lambda s: _embedded_load_args(s, monkeypatch)[0], 3),
+        ("offline_llm.repack", True, lambda s: _embedded_load_args(s, monkeypatch)[1], True),
+        ("models.fallback_order", ["hosted", "embedded"], lambda s: _catalog(s).endpoints_for(
+            _catalog(s).model_for_route("quality")), ["hosted"]),
+        ("models.health.ttl_s", 1.5, lambda s: _catalog(s).spec.health.ttl_s, 1.5),
+        ("router.default_route", "quality", lambda s: _router(s).route("zzz " * 12)[0], "quality"),
+        ("router.embedding_weight", 0.0, _speed_score_of_a_speed_vector, 0.0),
+    ]
+
+
+def _env_value(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return ",".join(v)
+    return str(v)
+
+
+def _settings_via(channel, path, value, tmp_path, monkeypatch) -> Settings:
+    if path == "data_dir":
+        monkeypatch.delenv("HYBRID_RAG_DATA")
+    if channel == "env":
+        monkeypatch.setenv("HYBRID_RAG__" + path.upper().replace(".", "__"), _env_value(value))
+        return load_settings()
+    raw = yaml.safe_load((CONFIG_DIR / "default.yaml").read_text())
+    node, *parts = raw, *path.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    cfg = tmp_path / "settings.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    return load_settings(cfg)
+
+
+def _case_ids():
+    import inspect
+
+    src = inspect.getsource(_cases)
+    return [line.split('"')[1] for line in src.splitlines() if line.strip().startswith('("')]
+
+
+CASE_IDS = _case_ids()
+SLOW = {"embedder.cache_dir"}  # exports the ONNX model into a new folder
+
+
+@pytest.mark.parametrize("channel", ["file", "env"])
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in CASE_IDS])
+def test_each_setting_takes_effect(case, channel, tmp_path, monkeypatch):
+    for k in ("HYBRID_RAG_ADMIN_PASSWORD", "MY_ADMIN_PW", "MY_EMBED_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("NVIDIA_API_KEY", "nvapi-test")  # the NVIDIA embedder is built, never called
+    if case == "embedder.api_key_env":
+        monkeypatch.delenv("NVIDIA_API_KEY")
+    entry = {c[0]: c for c in _cases(tmp_path, monkeypatch)}[case]
+    path, value, observe, expected = entry
+    monkeypatch.setenv("HYBRID_RAG_DATA", str(tmp_path / "default"))
+    before = observe(load_settings())
+    monkeypatch.setenv("HYBRID_RAG_DATA", str(tmp_path / "flipped"))
+    after = observe(_settings_via(channel, path, value, tmp_path, monkeypatch))
+    if expected == "changed":
+        assert after != before, f"{path} through {channel}: nothing changed ({before!r})"
+    else:
+        assert after == expected, f"{path} through {channel}: saw {after!r}, want {expected!r}"
+        assert before != expected, f"{path}: the default already gives {expected!r}; the case observes nothing"
+
+
+def _leaves(model, prefix=""):
+    from pydantic import BaseModel
+
+    out = []
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel) and name not in ("models", "router"):
+            out += _leaves(value, f"{prefix}{name}.")
+        elif name not in ("models", "router"):
+            out.append(prefix + name)
+    return out
+
+
+def test_every_setting_in_default_yaml_has_a_case():
+    missing = sorted(set(_leaves(load_settings())) - set(CASE_IDS))
+    assert not missing, f"settings with no take-effect case in tests/test_settings.py: {missing}"
+
+
+def test_unknown_or_bad_settings_are_errors_that_name_their_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRID_RAG__RETRIEVL__K", "5")
+    with pytest.raises(ConfigError, match="retrievl.*HYBRID_RAG__RETRIEVL__K.*unknown setting|unknown setting"):
+        load_settings()
+    monkeypatch.delenv("HYBRID_RAG__RETRIEVL__K")
+    monkeypatch.setenv("HYBRID_RAG__RETRIEVAL__K", "0")
+    with pytest.raises(ConfigError, match=r"retrieval\.k \(set by HYBRID_RAG__RETRIEVAL__K\)"):
+        load_settings()
+    monkeypatch.delenv("HYBRID_RAG__RETRIEVAL__K")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("retrieval: [1, 2")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "missing.yaml")
+
+
+def test_defaults_of_the_schema_equal_default_yaml():
+    """The code's defaults and the shipped file agree, so a component built without settings behaves alike."""
+    from rag.config import DenseSettings, SparseSettings
+    from rag.dense import DenseIndex
+    from rag.sparse import SparseIndex
+
+    s = load_settings()
+    for section in ("embedder", "chunking", "retrieval", "dense", "sparse", "limits", "admin", "offline_llm"):
+        assert getattr(s, section) == type(getattr(s, section))(), section
+    d = DenseIndex(8)
+    assert (d.exact_max, d.approx, d.storage, d.ivf_nprobe) == (s.dense.exact_max, s.dense.approx, s.dense.storage,
+                                                                s.dense.ivf_nprobe) == (
+        DenseSettings().exact_max, DenseSettings().approx, DenseSettings().storage, DenseSettings().ivf_nprobe)
+    assert SparseIndex().params == {k: getattr(SparseSettings(), k) for k in ("method", "k1", "b", "stopwords", "stemmer")}
