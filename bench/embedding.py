@@ -148,7 +148,10 @@ def throughput(docs: list[dict], n: int, settings) -> dict:
         sets["repo_docs"] = repo_doc_chunks(n, tok, c.chunk_tokens, c.overlap_tokens)
     out: dict = {"baseline": f"SentenceTransformer.encode(all chunks, batch_size={BASELINE_BATCH}, "
                              "normalize_embeddings=True), one call, CPU",
-                 "max_seq_length": st.max_seq_length, "chunking": c.model_dump(), "sets": {}}
+                 "app_batch_size": settings.embedder.batch_size, "max_seq_length": st.max_seq_length,
+                 "chunking": c.model_dump(), "tokens": "of the text embedded: the chunk, its title prepended "
+                                                       "(as the app indexes it); no special tokens",
+                 "sets": {}}
     if "repo_docs" not in sets:
         out["sets"]["repo_docs"] = {"skipped": "README.md and docs/ are not beside bench/ (not a source checkout)"}
     for name, texts in sets.items():

@@ -69,7 +69,6 @@ def _stored_bomb_in_nested() -> bytes:
 
 
 def corpus(*, include_big: bool = True) -> list[Case]:
-    latin = g.LATIN1_TEXT.replace("—", "-")
     cases = [
         # broken PDFs
         Case("broken PDF", "truncated after the catalog", "corrupt.pdf", g.make_corrupt_pdf(),

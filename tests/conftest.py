@@ -127,3 +127,22 @@ def fake_nim():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def fake_embedded(monkeypatch):
+    """The embedded model without llama.cpp: a canned reply ("Offline answer [1]."), so fallback-chain tests
+    stay fast; returns the list of prompts it was sent."""
+    from rag.llm import EmbeddedClient, Stream
+
+    calls = []
+
+    def open_(self, messages, params):
+        calls.append(messages)
+        s = Stream(iter(["Offline ", "answer [1]."]), self.endpoint, self.model, self.api_model)
+        s.finish_reason, s.completion_tokens, s.prompt_tokens = "stop", 2, 10
+        return s
+
+    monkeypatch.setattr(EmbeddedClient, "open", open_)
+    monkeypatch.setattr(EmbeddedClient, "count_tokens", lambda self, text: len(text.encode()) // 3 + 1)
+    return calls

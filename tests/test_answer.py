@@ -5,7 +5,7 @@ import pytest
 
 from rag.answer import Done, NoModelAvailable, Sources, Token, answer, parse_citations
 from rag.catalog import ParamsError, UnknownModelError
-from rag.llm import EmbeddedClient, HealthCache, Stream
+from rag.llm import HealthCache
 from rag.testing.fake_nim import Script, closed_port_url, fake_catalog
 from rag.types import Chunk, Hit
 
@@ -16,22 +16,6 @@ def make_hits(n=5, words=30):
     return [Hit(Chunk(id=f"doc{i}#0", doc_id=f"doc{i}", source=f"doc{i}.md", title=f"Doc {i}",
                       text=f"Chunk {i} says fact {i}. " + "filler " * words, start=0, end=10, page=i + 1),
                 score=1.0 - i / 10) for i in range(n)]
-
-
-@pytest.fixture
-def fake_embedded(monkeypatch):
-    """The embedded model without llama.cpp: a canned reply, so chain tests stay fast."""
-    calls = []
-
-    def open_(self, messages, params):
-        calls.append(messages)
-        s = Stream(iter(["Offline ", "answer [1]."]), self.endpoint, self.model, self.api_model)
-        s.finish_reason, s.completion_tokens, s.prompt_tokens = "stop", 2, 10
-        return s
-
-    monkeypatch.setattr(EmbeddedClient, "open", open_)
-    monkeypatch.setattr(EmbeddedClient, "count_tokens", lambda self, text: len(text.encode()) // 3 + 1)
-    return calls
 
 
 def run(*args, **kwargs):

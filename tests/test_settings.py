@@ -3,7 +3,6 @@ environment variable, and the change is observed in the component that uses it (
 object). A completeness check fails when a setting is added without a case here."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

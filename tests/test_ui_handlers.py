@@ -100,24 +100,6 @@ def test_chat_without_a_collection_or_question(backend):
     assert _run_chat(backend, "   ")[-1][0] == []
 
 
-@pytest.fixture
-def canned_embedded(monkeypatch):
-    """The embedded model without llama.cpp: a canned reply (``calls`` counts them)."""
-    from rag.llm import EmbeddedClient, Stream
-
-    calls = []
-
-    def open_(self, messages, params):
-        calls.append(messages)
-        s = Stream(iter(["Offline ", "answer [1]."]), self.endpoint, self.model, self.api_model)
-        s.finish_reason, s.completion_tokens, s.prompt_tokens = "stop", 2, 10
-        return s
-
-    monkeypatch.setattr(EmbeddedClient, "open", open_)
-    monkeypatch.setattr(EmbeddedClient, "count_tokens", lambda self, text: len(text.encode()) // 3 + 1)
-    return calls
-
-
 def test_chat_reports_a_failing_model_without_crashing(settings, embedder, kb, monkeypatch):
     from rag.llm import EmbeddedClient, EmbeddedUnavailable
 
@@ -133,7 +115,7 @@ def test_chat_reports_a_failing_model_without_crashing(settings, embedder, kb, m
     assert "Traceback" not in meta
 
 
-def test_embedded_answers_are_flagged(settings, embedder, kb, canned_embedded):
+def test_embedded_answers_are_flagged(settings, embedder, kb, fake_embedded):
     backend = _backend(settings, embedder, fake_catalog(closed_port_url(), fallback_order=("local", "embedded")))
     chat_value, _h, _s, meta, _b = _run_chat(backend, "q")[-1]
     assert "small offline model" in meta and "embedded offline model" in chat_value[-1]["content"]
@@ -297,13 +279,13 @@ def test_compare_refuses_bad_input(backend, kb):
     assert "Run a comparison" in res[-12]
 
 
-def test_votes_after_a_fallback_are_not_counted(settings, embedder, kb, nim, canned_embedded):
+def test_votes_after_a_fallback_are_not_counted(settings, embedder, kb, nim, fake_embedded):
     backend = _backend(settings, embedder, fake_catalog(nim.base_url, environ={}))  # no FAKE_NIM_KEY
     opts = _options(backend)
     hosted = next(o for o in opts if o.model == "fake/big")   # only on the keyed endpoint: falls back
     other = next(o for o in opts if o.model == "fake/model")
     outs = list(compare.run_compare(backend, "q", "kb", "hybrid", 3, [hosted.key, other.key], False, 32, opts))
-    assert len(canned_embedded) == 1  # fake/big's column was answered by the embedded fallback
+    assert len(fake_embedded) == 1  # fake/big's column was answered by the embedded fallback
     res = compare.vote(backend, "tie", outs[-1][-1], opts)
     assert "Not counted" in res[-12] and backend.arena.count() == 0
 
