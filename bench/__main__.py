@@ -1,6 +1,8 @@
-"""hybrid-rag benchmarks: retrieval latency at scale, index build and memory, dense recall against latency,
-ingest throughput, nDCG of the faster embedders, adding a document, TTFT overhead, concurrent users and
-the GPU paths. Prints markdown tables and writes JSON.
+"""hybrid-rag benchmarks, every figure beside its baseline from the same run.
+
+Retrieval latency at scale, index build and memory, dense recall against latency, ingest throughput, nDCG
+of the faster embedders, adding a document, TTFT overhead, concurrent users and the GPU paths. Prints
+markdown tables (what docs/benchmarks.md quotes) and writes JSON with the command and the machine.
 
     python -m bench                                  # 10k, 100k and 1M chunks, every section (long)
     python -m bench --sizes 10000,100000 --queries 200
@@ -106,9 +108,9 @@ def main(argv=None) -> int:
     _quiet_logs()
 
     from rag.config import load_settings
-    from rag.embed import get_embedder
 
     from . import data as bdata
+    from . import embedding as bembed
     from .common import machine
     from .table import render
 
@@ -155,9 +157,7 @@ def main(argv=None) -> int:
         qtexts = [q["text"] for q in bdata.load_queries(scifact)][: args.queries]
         qtexts = qtexts or [bdata.doc_text(d)[:120] for d in docs[: args.queries]]
         report["scifact"] = {"found": found, "documents": len(docs), "queries": len(qtexts)}
-        e = settings.embedder
-        embedder = get_embedder("local", backend=e.backend, device=e.device, cache_dir=e.cache_dir,
-                                batch_size=e.batch_size)
+        embedder = bembed.local_embedder("auto", settings)  # the configured backend
 
         @functools.cache
         def reference():  # torch vectors of the documents: computed here, once, when a section needs them
@@ -168,8 +168,6 @@ def main(argv=None) -> int:
         @functools.cache
         def synth_and_queries():
             return bdata.Synth(docs, reference()[0]), embedder.encode_queries(qtexts)
-
-        from . import embedding as bembed
 
         section("query_embedding", lambda: bembed.query_latency(qtexts, settings))
 
@@ -237,6 +235,7 @@ def main(argv=None) -> int:
         section("gpu", lambda: _gpu(args))
     finally:
         report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        report["machine"]["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()]
         save()
         if tmp and not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -260,17 +259,14 @@ def _ttft(args, data_dir: Path) -> dict:
 def _gpu(args) -> dict:
     """FAISS on the GPU (exact and IVF-SQ8) and GPU embedding, each against the CPU in the same run
     (bench/gpu.py, which also runs on its own: ``python -m bench.gpu``)."""
+    import torch
+
     from rag.dense import gpu_count
     from rag.embed import packaged_minilm_path
 
     from . import gpu
 
-    try:
-        import torch
-
-        cuda = torch.cuda.is_available()
-    except ImportError:
-        cuda = False
+    cuda = torch.cuda.is_available()
     out = {"faiss_gpus": gpu_count(), "torch_cuda": cuda}
     if not gpu_count() and not cuda:
         out["skipped"] = ("no GPU on this machine: faiss.get_num_gpus() == 0 and torch.cuda.is_available() is "

@@ -107,7 +107,7 @@ def reference_vectors(docs: list[dict], cache: Path | None = None) -> tuple[np.n
     (or from this data dir's cache)."""
     from rag.embed import get_embedder
 
-    return embed_corpus(docs, get_embedder("local", backend=REFERENCE_BACKEND), cache)
+    return embed_corpus(docs, get_embedder("local", backend=REFERENCE_BACKEND), cache)  # torch: no fallback
 
 
 def passages(docs: list[dict]) -> tuple[list[np.ndarray], np.ndarray, list[str]]:

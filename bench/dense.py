@@ -21,7 +21,7 @@ from rag.dense import DenseIndex
 from .common import ratio, recall_at, summary, timed
 
 CODEC = {"flat": "Flat", "fp16": "SQfp16", "sq8": "SQ8"}
-NPROBES = (8, 16, 32, 64, 128)
+NPROBES = (8, 16, 32, 64, 128, 256)
 EF_SEARCHES = (16, 32, 64, 128, 256)
 _KNOB = {"ivf_nprobe": "nprobe", "hnsw_ef_search": "efSearch"}
 
@@ -70,11 +70,13 @@ def variants(vecs: np.ndarray, q_vecs: np.ndarray, settings, work: Path, depth: 
              storages=("flat", "fp16", "sq8"), hnsw: bool = True) -> dict:
     """Exact beside IVF (each storage, nprobe swept) and HNSW-SQ8 (efSearch swept) on the same vectors."""
     s = settings.dense
+    t = time.perf_counter()
     exact = exact_index(vecs)
+    build_s = round(time.perf_counter() - t, 2)
     _, truth = exact.search(q_vecs, 10)
     ex = measure(exact, q_vecs, None, depth)
     out = {"size": len(vecs), "queries": len(q_vecs), "depth": depth, "recall_target": target,
-           "exact": {"label": label(exact), **ex, "recall@10": 1.0,
+           "exact": {"label": label(exact), **ex, "recall@10": 1.0, "build_s": build_s,
                      "bytes_per_vector": round(exact.memory_bytes() / len(vecs), 1)}}
     del exact
     plans = [(f"ivf-{st}", DenseSettings(exact_max=0, approx="ivf", storage=st, ivf_nlist=s.ivf_nlist,

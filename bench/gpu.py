@@ -38,6 +38,8 @@ def faiss_section(n: int, n_queries: int, batch: int) -> dict:
     from rag.config import DenseSettings
     from rag.dense import DenseIndex, gpu_count
 
+    from .dense import label
+
     out: dict = {"faiss_gpus": gpu_count(), "n": n}
     if not gpu_count():
         out["skipped"] = "faiss sees no GPU (install faiss-gpu on a CUDA machine)"
@@ -59,7 +61,7 @@ def faiss_section(n: int, n_queries: int, batch: int) -> dict:
         _, rc = cpu.search(q, 10)
         _, rg = gpu.search(q, 10)
         one = list(q[:200])
-        row = {"device": gpu.device, "index_kind": gpu.kind, "build_s_cpu": round(build_cpu, 2),
+        row = {"device": gpu.device, "label": label(cpu), "build_s_cpu": round(build_cpu, 2),
                "build_and_copy_s_gpu": round(build_gpu, 2),
                "one_query_ms_cpu": summary(timed(lambda v: cpu.search(v, 100), one)),
                "one_query_ms_gpu": summary(timed(lambda v: gpu.search(v, 100), one)),

@@ -37,9 +37,10 @@ def _collection(name: str, docs: list[dict], vecs: np.ndarray, settings):
 def ndcg(scifact_dir: Path, docs: list[dict], reference: tuple[np.ndarray, dict], settings, cache: Path,
          backends=("onnx-int8",)) -> dict:
     """``reference``: the documents' torch vectors and how they were obtained (``data.reference_vectors``)."""
-    from rag.embed import get_embedder
     from rag.eval import evaluate, load_qrels, load_queries
     from rag.retrieve import Retriever
+
+    from .embedding import local_embedder
 
     ids = {d["_id"] for d in docs}
     qrels = {q: rel for q, rel in load_qrels(scifact_dir / "qrels.tsv").items()
@@ -47,13 +48,12 @@ def ndcg(scifact_dir: Path, docs: list[dict], reference: tuple[np.ndarray, dict]
     queries = {q: t for q, t in load_queries(scifact_dir / "queries.jsonl").items() if q in qrels}
     if not queries:
         return {"skipped": "no judged query has a relevant document among the loaded ones"}
-    e = settings.embedder
     ref_vecs, ref_info = reference
     out: dict = {"documents": len(docs), "queries_judged": len(queries),
                  "vectors": {REFERENCE_BACKEND: ref_info}}
-    runs = [(REFERENCE_BACKEND, ref_vecs, get_embedder("local", backend=REFERENCE_BACKEND))]
+    runs = [(REFERENCE_BACKEND, ref_vecs, local_embedder(REFERENCE_BACKEND, settings))]
     for b in backends:
-        emb = get_embedder("local", backend=b, cache_dir=e.cache_dir, batch_size=e.batch_size)
+        emb = local_embedder(b, settings)
         vecs, info = embed_corpus(docs, emb, cache)
         info["mean_cosine_to_torch"] = round(float((vecs * ref_vecs).sum(1).mean()), 5)
         out["vectors"][b] = info

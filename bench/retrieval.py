@@ -153,7 +153,7 @@ def run_size(n: int, synth, queries: list[str], q_vecs: np.ndarray, settings, ar
         res["dense"]["index"]["x_vs_exact_is_at_recall@10"] = recall
 
     # -- sparse: the app's kernel beside bm25s (numba, numpy) and rank-bm25 ----------------------
-    q_tokens = [col.sparse.tokenizer(q) for q in queries]
+    q_tokens = bsparse.query_tokens(col, queries)
     res["sparse"] = bsparse.search(col, q_tokens, depth)
     res["sparse"]["rank_bm25"] = bsparse.rank_bm25(col, q_tokens[:args.rank_bm25_queries], depth,
                                                    res["sparse"]["ours_ms"], args.rank_bm25_bound, prev_rank)

@@ -25,6 +25,11 @@ import numpy as np
 from .common import ratio, summary, timed
 
 
+def query_tokens(col, queries: list[str]) -> list[list[str]]:
+    """The queries as the app tokenises them, less those with no term in the index (they cost nothing)."""
+    return [t for t in map(col.sparse.tokenizer, queries) if col.sparse.query_ids(t)]
+
+
 def _bm25s(col, backend: str):
     import bm25s
 
@@ -38,9 +43,9 @@ def _vs(ours_ms: list[float], row: dict, ms: list[float]) -> dict:
 
 
 def search(col, q_tokens: list[list[str]], depth: int) -> dict:
-    """The app's kernel and both bm25s backends; ``ours_ms`` (per query) is for :func:`rank_bm25`'s ratio."""
+    """The app's kernel and both bm25s backends; ``ours_ms`` (per query) is for :func:`rank_bm25`'s ratio.
+    ``q_tokens``: queries with at least one term in the index (see :func:`query_tokens`)."""
     k = min(depth, col.size)
-    q_tokens = [q for q in q_tokens if col.sparse.query_ids(q)]  # a query with no known term costs nothing anywhere
     numba_bm, numpy_bm = _bm25s(col, "numba"), _bm25s(col, "numpy")
 
     def ours(q):
@@ -82,7 +87,6 @@ def rank_bm25(col, q_tokens, depth: int, ours_ms, bound_s: float, prev: dict | N
     """rank-bm25 BM25Okapi, skipped when the previous size predicts it would take over ``bound_s``."""
     n = col.size
     k = min(depth, n)
-    q_tokens = [q for q in q_tokens if col.sparse.query_ids(q)]  # as in search()
     if prev and "skipped" in prev:
         return {"skipped": "skipped at a smaller size", "size": n}
     if prev and prev.get("p50_ms"):
@@ -138,4 +142,4 @@ def build_times(col, max_bm25s: int) -> dict:
     return out
 
 
-__all__ = ["build_times", "rank_bm25", "search"]
+__all__ = ["build_times", "query_tokens", "rank_bm25", "search"]

@@ -86,7 +86,8 @@ def _retrieval(S: dict, keys: list[str]) -> list[str]:
         row("of which dense index s", lambda r: f(r["build"].get("dense"))),
         row("BM25 matrix from token ids, ours s", lambda r: f(r["build"]["sparse"]["ours_from_ids_s"])),
         row("BM25 matrix from token ids, `bm25s.BM25.index` s",
-            lambda r: f(r["build"]["sparse"]["bm25s_index_from_ids_s"])),
+            lambda r: f(r["build"]["sparse"]["bm25s_index_from_ids_s"])
+            + x(r["build"]["sparse"].get("x_ours_faster"), "ours {} faster")),
         row("exact IndexFlatIP build s", lambda r: f(r["build"]["exact_flat_build_s"])),
         row("rank-bm25 build s", lambda r: f(r["sparse"]["rank_bm25"].get("build_s"))),
         row("dense index B/chunk", lambda r: f(r["memory"]["dense_index_B_per_chunk"], 0)),
@@ -103,7 +104,8 @@ def _retrieval(S: dict, keys: list[str]) -> list[str]:
 
 def _dense_variants(dv: dict) -> list[str]:
     ex = dv["exact"]
-    rows = [[ex["label"], "-", f(ex["p50_ms"]), f(ex["p95_ms"]), "1.000", "1.00", f(ex["bytes_per_vector"], 0), "-"]]
+    rows = [[ex["label"], "-", f(ex["p50_ms"]), f(ex["p95_ms"]), "1.000", "1.00", f(ex["bytes_per_vector"], 0),
+             f(ex.get("build_s"), 1)]]
     best = []
     for name, v in dv.items():
         if not (isinstance(v, dict) and "curve" in v):
@@ -163,7 +165,8 @@ def render(report: dict) -> str:
     S, m = report["sections"], report["machine"]
     v = m.get("versions", {})
     lines = [f"machine: {m.get('cpu', '?')}, {m.get('cpus')} CPUs ({m.get('cpus_usable', '?')} usable), "
-             f"{m.get('mem_gib')} GiB, load at start {m.get('load_avg_at_start')}",
+             f"{m.get('mem_gib')} GiB, load average at start {m.get('load_avg_at_start')}, "
+             f"at end {m.get('load_avg_at_end')}",
              "versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val), f"command: {report['command']}",
              _scifact(report.get("scifact") or {}), ""]
     if isinstance(S.get("query_embedding"), dict):

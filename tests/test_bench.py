@@ -32,7 +32,7 @@ def test_quick_bench_writes_json(tmp_path):
     assert len(host) < 8 or host not in text
     assert str(Path.home()) == "/" or str(Path.home()) + "/" not in text
     assert report["scifact"]["reference_vectors"]["backend"] == "torch"
-    assert "/tmp/exp" not in text and "precomputed" not in text
+    assert "/tmp/exp" not in text and "doc_vectors" not in text
 
     r = sections["retrieval_2000"]
     for mode in ("sparse", "dense", "hybrid"):

@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from pathlib import Path
 
 from rag.errors import user_message
@@ -61,6 +62,14 @@ def ensure_starter(settings, backend, root: Path | None = None) -> str | None:
     return STARTER_COLLECTION
 
 
+def _warm(backend) -> None:
+    """Embed the router's exemplars while the page loads, so the first auto-routed answer does not wait."""
+    try:
+        backend.engine.router.warm()
+    except Exception as e:  # the first answer will try again and report it
+        log.warning("router warm-up: %s", user_message(e, "Warming the router"))
+
+
 def _port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
@@ -89,6 +98,7 @@ def run(args, settings) -> int:
         ensure_starter(settings, backend)
     if not admin_configured(settings):
         print(f"note: {not_configured_message(settings)}", file=sys.stderr)
+    threading.Thread(target=_warm, args=(backend,), name="warm-router", daemon=True).start()
     demo, launch_kwargs = build_app(settings, backend=backend)
     print(f"Serving hybrid-rag on http://{host}:{port} (data: {settings.data_dir})", file=sys.stderr, flush=True)
     demo.launch(server_name=host, server_port=port, inbrowser=False, share=False, quiet=True, **launch_kwargs)
