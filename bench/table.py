@@ -22,8 +22,12 @@ def pp(r: dict | None) -> str:
 
 
 def x(v, what: str) -> str:
-    """`` (ours 1.9x faster)``-style note on a row; empty without a ratio."""
-    return f" ({what.format(f(v) + 'x')})" if v is not None else ""
+    """`` (ours 1.9x faster)``-style note on a row; a ratio under 1 reads ``(ours 1.5x slower)``."""
+    if v is None:
+        return ""
+    if v < 1 and v > 0 and "faster" in what:
+        return f" ({what.replace('faster', 'slower').format(f(1 / v) + 'x')})"
+    return f" ({what.format(f(v) + 'x')})"
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:

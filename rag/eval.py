@@ -9,6 +9,8 @@ import json
 import math
 from pathlib import Path
 
+from .errors import InvalidInput
+
 METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 
 
@@ -21,8 +23,9 @@ def load_queries(path: str | Path) -> dict[str, str]:
             try:
                 rec = json.loads(line)
                 out[str(rec["_id"])] = rec["text"]
-            except (ValueError, KeyError) as e:
-                raise ValueError(f"{path}:{n}: not a BEIR query line with _id and text ({e}).") from None
+            except (ValueError, KeyError, TypeError):
+                raise InvalidInput(f"{path}:{n}: not a BEIR query line: each line must be a JSON object with "
+                                   "\"_id\" and \"text\".") from None
     return out
 
 
@@ -33,8 +36,8 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
         for n, row in enumerate(reader, 1):
             if not row or (n == 1 and not row[-1].strip().lstrip("-").isdigit()):
                 continue  # header
-            if len(row) < 3:
-                raise ValueError(f"{path}:{n}: expected 'query-id<TAB>corpus-id<TAB>score'.")
+            if len(row) < 3 or not row[2].strip().lstrip("-").isdigit():
+                raise InvalidInput(f"{path}:{n}: expected 'query-id<TAB>corpus-id<TAB>score' with a whole-number score.")
             qrels.setdefault(row[0], {})[row[1]] = int(row[2])
     return qrels
 

@@ -142,8 +142,10 @@ class EmbeddedClient(ChatClient):
                         n += 1
                         stream.completion_tokens = n
                         yield text
-            except Exception as exc:  # noqa: BLE001
-                raise StreamBroken(f"the embedded model failed mid-answer: {type(exc).__name__}: {exc}") from None
+            except Exception:  # noqa: BLE001
+                log.exception("the embedded model failed mid-answer")
+                raise StreamBroken("the embedded model failed mid-answer (the server log has the details); "
+                                   "ask again, or configure a NIM endpoint") from None
         stream.completion_tokens = n
         stream.finish_reason = stream.finish_reason or "stop"
 
