@@ -18,7 +18,13 @@ EMBEDDER_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def _collection(name: str, docs: list[dict], vecs: np.ndarray, settings):
-    from rag.store import CollectionNotFound, CollectionWriter, DocRecord, delete_collection, open_collection
+    from rag.store import (
+        CollectionNotFound,
+        CollectionWriter,
+        DocRecord,
+        delete_collection,
+        open_collection,
+    )
     from rag.types import Chunk
 
     try:

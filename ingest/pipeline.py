@@ -145,13 +145,17 @@ def _guard(label: str, fn) -> FileResult:
     """Run one file's ingest; any failure becomes that file's result, never the batch's."""
     try:
         return fn()
-    except LoadError as e:
-        return FileResult(label, "failed", error=str(e))
-    except MemoryError:
-        return FileResult(label, "failed", error=f"{label}: too large to process in memory; split it into smaller files.")
     except Exception as e:  # never let one file take the batch down
-        return FileResult(label, "failed", error=f"{label}: " + user_message(
-            e, f"Ingesting {label}") + " Check that the file opens in its usual program, or convert it to PDF or text.")
+        return _failed(label, e)
+
+
+def _failed(label: str, e: BaseException) -> FileResult:
+    if isinstance(e, LoadError):
+        return FileResult(label, "failed", error=str(e))
+    if isinstance(e, MemoryError):
+        return FileResult(label, "failed", error=f"{label}: too large to process in memory; split it into smaller files.")
+    return FileResult(label, "failed", error=f"{label}: " + user_message(
+        e, f"Ingesting {label}") + " Check that the file opens in its usual program, or convert it to PDF or text.")
 
 
 def _ingest_file(display, src, limits, writer, batch, chunk_cfg, embedder) -> list[FileResult]:
@@ -176,8 +180,8 @@ def _ingest_file(display, src, limits, writer, batch, chunk_cfg, embedder) -> li
                 out.append(FileResult(label, "failed", error=str(payload)))
             else:
                 out.append(_guard(label, lambda: _ingest_one(label, member, payload, writer, batch, chunk_cfg, embedder)))
-    except LoadError as e:
-        out.append(FileResult(display, "failed", error=str(e)))
+    except Exception as e:  # the archive itself could not be walked: this file fails, the batch goes on
+        out.append(_failed(display, e))
     return out
 
 

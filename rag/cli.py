@@ -9,7 +9,7 @@ import sys
 import time
 
 from . import cli_ask
-from .errors import HybridRagError, user_message
+from .errors import HybridRagError, InvalidInput, user_message
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -30,10 +30,17 @@ def cmd_ingest(args) -> int:
     from .embed import make_embedder
 
     settings = _settings(args)
-    if args.chunk_tokens:
-        settings.chunking.chunk_tokens = args.chunk_tokens
-    if args.overlap_tokens is not None:
-        settings.chunking.overlap_tokens = args.overlap_tokens
+    flags = {k: v for k, v in (("chunk_tokens", args.chunk_tokens), ("overlap_tokens", args.overlap_tokens))
+             if v is not None}
+    if flags:
+        from pydantic import ValidationError
+
+        from .config import ChunkingSettings
+
+        try:
+            settings.chunking = ChunkingSettings(**{**settings.chunking.model_dump(), **flags})
+        except ValidationError as e:
+            raise InvalidInput(f"--chunk-tokens/--overlap-tokens: {e.errors()[0]['msg']}") from None
     missing = [p for p in args.paths if not os.path.exists(p)]
     if missing:
         print(f"error: not found: {', '.join(missing)}", file=sys.stderr)
@@ -150,7 +157,8 @@ def cmd_bench(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hybrid-rag", description="Hybrid (FAISS + BM25) RAG over your documents.")
-    p.add_argument("--data-dir", help="data directory (default: $HYBRID_RAG_DATA, else data/ in the repo)")
+    p.add_argument("--data-dir", help="data directory (default: $HYBRID_RAG_DATA, else data_dir in the settings: data/ under the "
+                   "working directory)")
     p.add_argument("--config", help="settings file (default: configs/default.yaml)")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)

@@ -11,10 +11,13 @@ environment variable named after its path::
     HYBRID_RAG__MODELS__FALLBACK_ORDER=hosted,embedded
     HYBRID_RAG__OFFLINE_LLM__THREADS=2
 
-Values are parsed as YAML (``5``, ``true``, ``[a, b]``); list settings also take ``a,b``. Two short
-names remain: ``HYBRID_RAG_DATA`` (= ``data_dir``) and ``HYBRID_RAG_CONFIG`` (which file to read).
-Relative paths are relative to the working directory. Secrets are never settings: a setting names the
-environment variable that holds them (``api_key_env``, ``password_env``).
+Text settings take the value as it is; others are parsed as YAML (``5``, ``true``, ``[a, b]``), and list
+settings also take ``a,b``. Two short names remain: ``HYBRID_RAG_DATA`` (= ``data_dir``) and
+``HYBRID_RAG_CONFIG`` (which file to read). ``data_dir`` and ``embedder.cache_dir`` are relative to the
+working directory; ``models_file`` and ``router_file`` are looked up beside the settings file, then in
+the working directory, then among the packaged files. Keys live in environment variables that settings
+name (``api_key_env``, ``password_env``); validation errors never echo the value of a password, key or
+token setting.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from .catalog import CatalogSpec
 from .router import RouterSpec
@@ -60,6 +63,13 @@ class ChunkingSettings(Strict):
     chunk_tokens: int = Field(200, ge=16, le=8192)
     overlap_tokens: int = Field(40, ge=0, le=4096)
 
+    @model_validator(mode="after")
+    def _overlap_fits(self):
+        if self.overlap_tokens >= self.chunk_tokens:
+            raise ValueError(f"overlap_tokens ({self.overlap_tokens}) must be smaller than chunk_tokens "
+                             f"({self.chunk_tokens})")
+        return self
+
 
 class RetrievalSettings(Strict):
     mode: Literal["sparse", "dense", "hybrid"] = "hybrid"
@@ -92,12 +102,21 @@ class SparseSettings(Strict):
     stemmer: str | None = "english"
     backend: Literal["auto", "numba", "numpy"] = "auto"
 
+    @field_validator("stemmer")
+    @classmethod
+    def _known_stemmer(cls, v):
+        import Stemmer  # PyStemmer, a dependency
+
+        if v is not None and v not in Stemmer.algorithms():
+            raise ValueError(f"unknown stemmer; use null or one of {', '.join(Stemmer.algorithms())}")
+        return v
+
 
 class LimitSettings(Strict):
     max_file_bytes: int = Field(50 * 2**20, ge=1)
     max_files_per_upload: int = Field(200, ge=1)
     max_archive_bytes: int = Field(200 * 2**20, ge=1)
-    max_archive_ratio: float = Field(100, ge=1)
+    max_archive_ratio: float = Field(100, gt=1)
     allowed_types: CsvList = Field(default_factory=lambda: [
         "pdf", "docx", "html", "htm", "md", "markdown", "txt", "text", "jsonl", "gz", "zip"])
 
@@ -144,12 +163,33 @@ def read_yaml(path: Path) -> dict:
         raise ConfigError(f"Settings file {path} cannot be read ({type(e).__name__}): check its permissions "
                           "and that it is UTF-8 text.") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(e, 'problem', None) or 'a syntax error'}; "
+                          "fix the file (a YAML checker shows the spot).") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of settings, not a {type(raw).__name__}.")
     return raw
+
+
+def _is_text(path: list[str]) -> bool:
+    """Whether the setting at ``path`` is text (str or a path): its variable's value is taken as it is."""
+    from typing import Union, get_args, get_origin
+
+    node = Settings
+    for part in path:
+        field = node.model_fields.get(part) if isinstance(node, type) and issubclass(node, BaseModel) else None
+        if field is None:
+            if get_origin(node) is dict:  # e.g. models.endpoints.<name>
+                node = get_args(node)[1]
+                continue
+            return False
+        node = field.annotation
+        while get_origin(node) in (Union, type(int | None)):
+            node = next(a for a in get_args(node) if a is not type(None))
+    return node in (str, Path)
 
 
 def env_overrides(environ) -> tuple[dict, dict[str, str]]:
@@ -168,10 +208,15 @@ def env_overrides(environ) -> tuple[dict, dict[str, str]]:
             if not isinstance(node, dict):
                 raise ConfigError(f"{key} sets a key inside {'.'.join(path[:-1])}, which another variable sets "
                                   "to a value: unset one of them.")
-        try:
-            node[path[-1]] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
+        if not value.strip():
+            node[path[-1]] = None
+        elif _is_text(path):
             node[path[-1]] = value
+        else:
+            try:
+                node[path[-1]] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                node[path[-1]] = value
         origin[".".join(path)] = key
     if environ.get(DATA_ENV):
         out["data_dir"] = environ[DATA_ENV]
@@ -191,8 +236,10 @@ def _side_file(name, config_dir: Path) -> Path:
     p = Path(name).expanduser()
     if p.is_absolute():
         return p
-    beside = config_dir / p
-    return beside if beside.is_file() else CONFIG_DIR / p
+    for base in (config_dir, Path.cwd()):
+        if (base / p).is_file():
+            return (base / p).resolve()
+    return CONFIG_DIR / p
 
 
 def _explain(e: ValidationError, sources: str, origin: dict[str, str]) -> str:
@@ -203,6 +250,8 @@ def _explain(e: ValidationError, sources: str, origin: dict[str, str]) -> str:
         where = f" (set by {', '.join(names)})" if names else ""
         if err["type"] == "extra_forbidden":
             lines.append(f"- {loc}{where}: unknown setting; check its spelling against configs/default.yaml")
+        elif any(w in loc.lower() for w in ("password", "key", "token", "secret")):
+            lines.append(f"- {loc}{where}: {err['msg']}")  # never echo a secret
         else:
             lines.append(f"- {loc}{where}: {err['msg']} (got {err.get('input')!r})")
     return f"Invalid settings in {sources}:\n" + "\n".join(lines)
@@ -238,4 +287,4 @@ def load_settings(path: str | Path | None = None, data_dir: str | Path | None = 
 
 
 __all__ = ["Settings", "load_settings", "ConfigError", "CONFIG_DIR", "SOURCE_ROOT", "read_yaml", "merge",
-           "EmbedderSettings", "RetrievalSettings", "DenseSettings", "SparseSettings", "LimitSettings"]
+           "EmbedderSettings", "ChunkingSettings", "RetrievalSettings", "DenseSettings", "SparseSettings", "LimitSettings"]

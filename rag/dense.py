@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import StoredDataError
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
@@ -206,7 +208,7 @@ class DenseIndex:
         path = Path(path)
         meta = json.loads((path / "dense.json").read_text())
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: dense index format {meta.get('format')} is not {FORMAT}; re-ingest the collection.")
+            raise StoredDataError(f"{path}: dense index format {meta.get('format')} is not {FORMAT}; re-ingest the collection.")
         query = settings or DenseSettings()
         built = DenseSettings(exact_max=meta["exact_max"], hnsw_m=meta["hnsw_m"],
                               hnsw_ef_construction=meta["ef_construction"], storage=meta.get("storage", "flat"),

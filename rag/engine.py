@@ -24,7 +24,7 @@ from typing import Iterator
 from .answer import Done, Sources, Token, answer, parse_citations, validate_request
 from .catalog import Catalog
 from .errors import InvalidInput
-from .llm import HEALTH, HealthCache
+from .llm import HealthCache
 from .retrieve import RetrievalResult, Retriever
 from .router import Router
 from .store import open_collection
@@ -48,8 +48,7 @@ class Engine:
     def __init__(self, settings, *, embedder=None, catalog: Catalog | None = None, router: Router | None = None,
                  health: HealthCache | None = None):
         self.settings = settings
-        self._embedder, self._catalog, self._router = embedder, catalog, router
-        self.health = health or HEALTH
+        self._embedder, self._catalog, self._router, self._health = embedder, catalog, router, health
         self._lock = threading.RLock()
 
     # -- shared parts, built lazily ------------------------------------------------------------
@@ -70,6 +69,15 @@ class Engine:
                 if self._catalog is None:
                     self._catalog = Catalog.from_settings(self.settings)
         return self._catalog
+
+    @property
+    def health(self) -> HealthCache:
+        """Endpoint health, trusted for the catalog's ``health.ttl_s``."""
+        if self._health is None:
+            with self._lock:
+                if self._health is None:
+                    self._health = HealthCache(ttl_s=self.catalog.spec.health.ttl_s)
+        return self._health
 
     @property
     def router(self) -> Router:
@@ -127,16 +135,21 @@ class Engine:
             yield ev
 
 
-_ENGINES: dict[int, Engine] = {}
+_ENGINES: list[Engine] = []   # the few most recently used, newest last
+_ENGINES_MAX = 4
 _ENGINES_LOCK = threading.Lock()
 
 
 def ask(question: str, collection: str, *, settings, **kwargs) -> Iterator[Event]:
     """:meth:`Engine.ask` on an engine shared by every call with the same ``settings`` object."""
     with _ENGINES_LOCK:
-        engine = _ENGINES.get(id(settings))
-        if engine is None or engine.settings is not settings:
-            engine = _ENGINES[id(settings)] = Engine(settings)
+        engine = next((e for e in _ENGINES if e.settings is settings), None)
+        if engine is None:
+            engine = Engine(settings)
+        else:
+            _ENGINES.remove(engine)
+        _ENGINES.append(engine)
+        del _ENGINES[:-_ENGINES_MAX]
     return engine.ask(question, collection=collection, **kwargs)
 
 

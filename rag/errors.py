@@ -20,6 +20,14 @@ class InvalidInput(HybridRagError, ValueError):
     """A request argument is out of range or malformed; the message names it and the allowed values."""
 
 
+class StoredDataError(HybridRagError, RuntimeError):
+    """Files on disk are damaged or were written by another format version; the message says what to redo."""
+
+
+class MissingDependency(HybridRagError, ImportError):
+    """An optional package a setting asks for is not installed; the message names the install command."""
+
+
 def user_message(exc: BaseException, action: str = "The request") -> str:
     """``str(exc)`` for the project's own errors; for anything else a reference to the server log."""
     if isinstance(exc, HybridRagError):
@@ -29,4 +37,4 @@ def user_message(exc: BaseException, action: str = "The request") -> str:
     return f"{action} failed because of an internal error (ref {ref}); the server log has the details."
 
 
-__all__ = ["HybridRagError", "InvalidInput", "user_message"]
+__all__ = ["HybridRagError", "InvalidInput", "StoredDataError", "MissingDependency", "user_message"]

@@ -14,9 +14,16 @@ from .errors import InvalidInput
 METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 
 
+def _open_text(path: str | Path):
+    try:
+        return open(path, encoding="utf-8")
+    except OSError as e:
+        raise InvalidInput(f"{path}: cannot be read ({e.strerror or 'I/O error'}); check the path.") from None
+
+
 def load_queries(path: str | Path) -> dict[str, str]:
     out = {}
-    with open(path, encoding="utf-8") as f:
+    with _open_text(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -31,7 +38,7 @@ def load_queries(path: str | Path) -> dict[str, str]:
 
 def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8") as f:
+    with _open_text(path) as f:
         reader = csv.reader(f, delimiter="\t")
         for n, row in enumerate(reader, 1):
             if not row or (n == 1 and not row[-1].strip().lstrip("-").isdigit()):
@@ -72,7 +79,7 @@ def evaluate(retriever, queries: dict[str, str], qrels: dict[str, dict[str, int]
     """Mean metrics per mode over the queries that have judgements."""
     qids = [q for q in queries if q in qrels]
     if not qids:
-        raise ValueError("No query in the queries file has a judgement in the qrels file: check that the ids match.")
+        raise InvalidInput("No query in the queries file has a judgement in the qrels file: check that the ids match.")
     # one batched encode of every query, reused by every mode (the per-query path is what the app times)
     vectors = retriever.embedder.encode_queries([queries[q] for q in qids])
     out = {}

@@ -117,13 +117,16 @@ def corpus_stats(col: Collection) -> CorpusStats | None:
     key = str(col.vdir)
     with _STATS_LOCK:
         st = _STATS.get(key)
-        if st is None:
-            try:
-                st = _STATS[key] = CorpusStats(col.vdir)
-                while len(_STATS) > _STATS_MAX:  # every commit makes a new version: never grow without bound
-                    _STATS.pop(next(iter(_STATS)))
-            except FileNotFoundError:
-                return None
+    if st is not None:
+        return st
+    try:  # computed outside the lock: searches of other versions never wait for it (two may compute once each)
+        st = CorpusStats(col.vdir)
+    except FileNotFoundError:
+        return None
+    with _STATS_LOCK:
+        st = _STATS.setdefault(key, st)
+        while len(_STATS) > _STATS_MAX:  # every commit makes a new version: never grow without bound
+            _STATS.pop(next(iter(_STATS)))
     return st
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import MissingDependency, StoredDataError
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
@@ -76,7 +78,7 @@ def resolve_backend(backend: str = "auto") -> str:
     if backend not in BACKENDS:
         raise ValueError(f"Unknown sparse backend {backend!r}: use one of {', '.join(BACKENDS)}.")
     if backend == "numba" and not NUMBA_AVAILABLE:
-        raise ImportError("Numba is not installed. Install it with `pip install numba` to use the numba "
+        raise MissingDependency("Numba is not installed. Install it with `pip install numba` to use the numba "
                           "backend, or set sparse.backend to auto.")
     if backend == "auto":
         return "numba" if NUMBA_AVAILABLE else "numpy"
@@ -413,7 +415,7 @@ class SparseIndex:
         path = Path(path)
         meta = json.loads((path / "sparse.json").read_text())
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: sparse index format {meta.get('format')} is not {FORMAT}; re-ingest the collection.")
+            raise StoredDataError(f"{path}: sparse index format {meta.get('format')} is not {FORMAT}; re-ingest the collection.")
         idx = cls(**{k: meta[k] for k in ("method", "k1", "b", "stopwords", "stemmer")}, backend=backend)
         idx.size = int(meta["size"])
         if idx.size:

@@ -67,11 +67,23 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI (CI=true), which counts as a failure: {reason}"
 
 
+_SKIPPED_MODULES: list[str] = []
+
+
 def pytest_collectreport(report):
-    if _STRICT and report.skipped:
+    if _STRICT and report.skipped:  # a whole module skipped (a missing browser, say): fail the session at the end
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        report.outcome = "failed"
-        report.longrepr = f"{report.nodeid} was skipped whole in CI (CI=true), which counts as a failure: {reason}"
+        _SKIPPED_MODULES.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SKIPPED_MODULES:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in _SKIPPED_MODULES:
+        terminalreporter.write_line(f"FAILED (skipped whole in CI, CI=true): {line}", red=True)
 
 
 @pytest.fixture(autouse=True)

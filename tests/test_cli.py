@@ -67,3 +67,34 @@ def test_eval_prints_json_last_line(hybrid_rag_bin, data_dir, tmp_path):
     for m in metrics.values():
         assert set(m) >= {"ndcg@10", "recall@10", "recall@100", "mrr@10"}
         assert 0.5 <= m["ndcg@10"] <= 1.0  # 25 documents: the judged ones should rank high
+
+
+def test_config_reaches_search_ingest_and_ask(hybrid_rag_bin, data_dir, tmp_path):
+    """`--config` is read by every subcommand: chunking at ingest, retrieval mode at search, and the model
+    catalog at ask (whose local endpoint, set only in that file, is a fake NIM on loopback)."""
+    import yaml
+
+    from rag.config import CONFIG_DIR
+    from rag.testing.fake_nim import FakeNIM, Script
+
+    api_model = yaml.safe_load((CONFIG_DIR / "models.yaml").read_text())["models"][0]["serves"]["local"]
+    with FakeNIM(models=(api_model,), default=Script(tokens=["Wild yeast ", "raises it [1]."])) as nim:
+        cfg = tmp_path / "mine.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "chunking": {"chunk_tokens": 16, "overlap_tokens": 0},
+            "retrieval": {"mode": "sparse"},
+            "models": {"fallback_order": ["local"], "endpoints": {"local": {"base_url": nim.base_url}}},
+        }))
+        doc = tmp_path / "bread.txt"
+        doc.write_text("Sourdough bread rises thanks to wild yeast in the starter. " * 6)
+        out = run(hybrid_rag_bin, "--config", str(cfg), "ingest", "-c", "kb", str(doc), data_dir=data_dir).stdout
+        assert "bread.txt: " in out and int(out.split("bread.txt: ")[1].split()[0]) > 4  # 16-token chunks
+        res = json.loads(run(hybrid_rag_bin, "--config", str(cfg), "search", "-c", "kb", "--json", "yeast",
+                             data_dir=data_dir).stdout)
+        assert res["mode"] == "sparse"
+        p = run(hybrid_rag_bin, "--config", str(cfg), "ask", "-c", "kb", "--route", "speed", "--json",
+                "What makes bread rise?", data_dir=data_dir)
+        meta = json.loads(p.stdout.strip().splitlines()[-1])
+        assert "Wild yeast raises it [1]." in p.stdout
+        assert meta["endpoint"]["base_url"] == nim.base_url and meta["citations"]["used"] == [1]
+        assert len(nim.chat_requests) == 1

@@ -5,7 +5,6 @@ import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 
 import rag  # noqa: F401  (installs the work-around)
@@ -96,23 +95,3 @@ def test_installed_ast_parse_waits_for_the_lock():
         assert not done.wait(0.2)  # blocked while another thread holds the lock
     assert done.wait(5)
     t.join()
-
-
-def test_np_load_from_many_threads(tmp_path):
-    np.save(tmp_path / "a.npy", np.arange(12, dtype=np.float32).reshape(3, 4))
-    errors = []
-
-    def load():
-        try:
-            for _ in range(200):
-                if np.load(tmp_path / "a.npy", mmap_mode="r").shape != (3, 4):
-                    errors.append("wrong shape")
-        except Exception as e:  # noqa: BLE001
-            errors.append(repr(e))
-
-    threads = [threading.Thread(target=load) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []

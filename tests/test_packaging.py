@@ -1,4 +1,5 @@
 """A non-editable install carries its settings files and runs from any directory."""
+import shutil
 import subprocess
 import sys
 
@@ -9,9 +10,12 @@ import pytest
 def test_non_editable_install_finds_its_configs(tmp_path):
     from rag.config import SOURCE_ROOT
 
+    src = tmp_path / "src"  # a copy, so the build leaves nothing (build/, *.egg-info) in the checkout
+    shutil.copytree(SOURCE_ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "data", "build", "*.egg-info", "__pycache__", ".pytest_cache", "bench-data", "results"))
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(SOURCE_ROOT)], check=True, timeout=300)
+                    "--target", str(target), str(src)], check=True, timeout=300)
     assert sorted(p.name for p in (target / "rag" / "configs").iterdir()) == ["default.yaml", "models.yaml",
                                                                              "router.yaml"]
     code = ("import rag.config as c; s = c.load_settings(); "

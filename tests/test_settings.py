@@ -163,11 +163,95 @@ def _search_files(s, files, query):
 
 
 def _speed_score_of_a_speed_vector(s) -> float:
+    """The speed score of a query equal to one of two speed exemplars (the other is orthogonal to it)."""
     from rag.router import Router
 
-    eye = np.eye(3, 384, dtype=np.float32)
-    router = Router.from_settings(s, exemplar_vectors={"speed": eye[:1], "quality": eye[1:2], "openusd": eye[2:]})
+    eye = np.eye(4, 384, dtype=np.float32)
+    router = Router.from_settings(s, exemplar_vectors={"speed": eye[:2], "quality": eye[2:3], "openusd": eye[3:]})
     return router.route("zzz " * 12, eye[0])[2]["speed"]
+
+
+def _route_scores(s, words: int) -> dict:
+    return _router(s).route(" ".join(["zzz"] * words))[2]
+
+
+def _engine(s):
+    from rag.engine import Engine
+
+    return Engine(s, embedder=FAKE)
+
+
+def _local_client(s, base_url=None):
+    """The client the catalog builds for the speed model on the ``local`` endpoint."""
+    from rag.llm import make_client
+
+    if base_url:
+        s.models.endpoints["local"].base_url = base_url
+    cat = _catalog(s)
+    model = next(m for m in cat.models if "local" in m.serves)
+    return make_client(cat, "local", model)
+
+
+def _timeouts_sent(s) -> tuple:
+    """The (connect, read) timeouts the NIM client puts on its HTTP requests."""
+    import requests
+
+    seen = []
+
+    class Capture(requests.adapters.HTTPAdapter):
+        def send(self, request, **kwargs):
+            seen.append(kwargs.get("timeout"))
+            raise requests.exceptions.ConnectionError("captured")
+
+    session = _local_client(s, "http://127.0.0.1:9/v1")._chat(None)._client.get_session_fn()
+    session.mount("http://", Capture())
+    with pytest.raises(requests.exceptions.ConnectionError):
+        session.get("http://127.0.0.1:9/v1/models")
+    return seen[0]
+
+
+def _requests_before_giving_up(s) -> int:
+    """How many requests the client sends to a server that keeps answering HTTP 500."""
+    from rag.llm import LLMError
+    from rag.testing.fake_nim import FakeNIM, Script
+
+    s.models.retries.backoff_s = s.models.retries.backoff_max_s = 0.0
+    with FakeNIM(default=Script(status=500)) as nim:
+        client = _local_client(s, nim.base_url)
+        with pytest.raises(LLMError):
+            client.open([{"role": "user", "content": "hi"}], client.model.params)
+        return len(nim.chat_requests)
+
+
+def _probe_of_a_slow_server(s) -> bool:
+    """Whether the local endpoint counts as up when its /models answers after 0.5 s."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from rag.llm import HealthCache, probe
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            time.sleep(0.5)
+            body = b'{"data": []}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        s.models.endpoints["local"].base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        cat = _catalog(s)
+        return probe(cat.endpoint("local"), cat, HealthCache())[0]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _catalog(s):
@@ -283,9 +367,29 @@ def _cases(tmp_path, monkeypatch):
         ("offline_llm.repack", True, lambda s: _embedded_load_args(s, monkeypatch)[1], True),
         ("models.fallback_order", ["hosted", "embedded"], lambda s: _catalog(s).endpoints_for(
             _catalog(s).model_for_route("quality")), ["hosted"]),
-        ("models.health.ttl_s", 1.5, lambda s: _catalog(s).spec.health.ttl_s, 1.5),
+        ("models.routes.speed", "meta/llama-3.2-3b-instruct", lambda s: _catalog(s).model_for_route("speed").id,
+         "meta/llama-3.2-3b-instruct"),
+        ("models.routes.quality", "meta/llama-3.2-3b-instruct", lambda s: _catalog(s).model_for_route("quality").id,
+         "meta/llama-3.2-3b-instruct"),
+        ("models.routes.openusd", "meta/llama-3.2-3b-instruct", lambda s: _catalog(s).model_for_route("openusd").id,
+         "meta/llama-3.2-3b-instruct"),
+        ("models.health.ttl_s", 1.5, lambda s: _engine(s).health.ttl_s, 1.5),
+        ("models.health.probe_timeout_s", 0.2, _probe_of_a_slow_server, False),
+        ("models.timeouts.connect_s", 0.7, lambda s: _timeouts_sent(s)[0], 0.7),
+        ("models.timeouts.read_s", 9.0, lambda s: _timeouts_sent(s)[1], 9.0),
+        ("models.retries.attempts", 1, _requests_before_giving_up, 1),
+        ("models.retries.backoff_s", 0.0, lambda s: _local_client(s)._backoff(0, None), 0.0),
+        ("models.retries.backoff_max_s", 0.0, lambda s: _local_client(s)._backoff(2, None), 0.0),
+        ("models.telemetry", True, lambda s: _local_client(s)._chat(None).usage_telemetry_enabled, True),
+        ("models.endpoints.local.base_url", "http://127.0.0.1:9/v1", lambda s: _local_client(s).base_url,
+         "http://127.0.0.1:9/v1"),
         ("router.default_route", "quality", lambda s: _router(s).route("zzz " * 12)[0], "quality"),
         ("router.embedding_weight", 0.0, _speed_score_of_a_speed_vector, 0.0),
+        ("router.top_k", 1, _speed_score_of_a_speed_vector, 1.0),
+        ("router.length.long_words", 10, lambda s: _route_scores(s, 12)["quality"], 0.35),
+        ("router.length.long_weight", 0.9, lambda s: _route_scores(s, 25)["quality"], 0.9),
+        ("router.length.short_words", 1, lambda s: _route_scores(s, 2)["speed"], 0.0),
+        ("router.length.short_weight", 0.5, lambda s: _route_scores(s, 2)["speed"], 0.5),
     ]
 
 
@@ -329,7 +433,7 @@ SLOW = {"embedder.cache_dir"}  # exports the ONNX model into a new folder
 @pytest.mark.parametrize("channel", ["file", "env"])
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in CASE_IDS])
 def test_each_setting_takes_effect(case, channel, tmp_path, monkeypatch):
-    for k in ("HYBRID_RAG_ADMIN_PASSWORD", "MY_ADMIN_PW", "MY_EMBED_KEY"):
+    for k in ("HYBRID_RAG_ADMIN_PASSWORD", "MY_ADMIN_PW", "MY_EMBED_KEY", "HYBRID_RAG_NIM_URL"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("NVIDIA_API_KEY", "nvapi-test")  # the NVIDIA embedder is built, never called
     if case == "embedder.api_key_env":
@@ -347,20 +451,31 @@ def test_each_setting_takes_effect(case, channel, tmp_path, monkeypatch):
         assert before != expected, f"{path}: the default already gives {expected!r}; the case observes nothing"
 
 
+# collections of data rather than settings (each entry is data the code reads as a whole), and format versions
+NOT_LEAVES = {"models.models", "models.endpoints", "router.rules", "router.exemplars", "models.version",
+              "router.version"}
+
+
 def _leaves(model, prefix=""):
     from pydantic import BaseModel
 
     out = []
-    for name, field in type(model).model_fields.items():
-        value = getattr(model, name)
-        if isinstance(value, BaseModel) and name not in ("models", "router"):
-            out += _leaves(value, f"{prefix}{name}.")
-        elif name not in ("models", "router"):
-            out.append(prefix + name)
+    for name in type(model).model_fields:
+        value, path = getattr(model, name), prefix + name
+        if path in NOT_LEAVES:
+            continue
+        if isinstance(value, BaseModel):
+            out += _leaves(value, path + ".")
+        elif isinstance(value, dict):
+            out += [f"{path}.{k}" for k in value]
+        else:
+            out.append(path)
     return out
 
 
-def test_every_setting_in_default_yaml_has_a_case():
+def test_every_setting_has_a_case():
+    """Every setting of default.yaml, models.yaml and router.yaml (but their lists of models, endpoints,
+    rules and exemplars) is flipped by a case above."""
     missing = sorted(set(_leaves(load_settings())) - set(CASE_IDS))
     assert not missing, f"settings with no take-effect case in tests/test_settings.py: {missing}"
 

@@ -17,7 +17,8 @@ from ..catalog import Catalog, EndpointSpec
 class HealthCache:
     """Per-endpoint health with a TTL: local endpoints are probed, every endpoint is marked down on failure.
 
-    Thread-safe; one instance per process (:data:`HEALTH`) unless a caller passes its own.
+    Thread-safe. :class:`rag.engine.Engine` keeps one, with the catalog's ``health.ttl_s``; :data:`HEALTH`
+    (the default TTL) serves callers that pass none.
     """
 
     def __init__(self, ttl_s: float = 30.0, clock=time.monotonic):

@@ -12,6 +12,7 @@ import random
 import re
 import threading
 import time
+from http import HTTPStatus
 from typing import Iterator
 
 from ..catalog import Catalog, EndpointSpec, ModelSpec, SamplingParams
@@ -116,16 +117,20 @@ class NIMClient(ChatClient):
         if isinstance(exc, requests.exceptions.ConnectionError):
             return EndpointError(name, f"{name}: connection failed ({type(exc).__name__})", retryable=True)
         status = _status_of(chat, exc)
-        first_line = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                            secrets)[:200]
+        # the endpoint's own error text goes to the log (redacted), never into a message users see
+        log.info("%s: %s", name, redact(str(exc).strip()[:500] or type(exc).__name__, secrets))
         if status in (401, 403):
             env = self.endpoint.api_key_env or "the endpoint's key variable"
             return NeedsKey(name, env, rejected=True, detail=f" (HTTP {status})")
-        if status == 429 or (status is not None and status >= 500):
-            return EndpointError(name, f"{name}: HTTP {status} ({first_line})", status, retryable=True)
         if status is not None:
-            return EndpointError(name, f"{name}: HTTP {status} ({first_line})", status)
-        return EndpointError(name, f"{name}: {first_line}")
+            try:
+                phrase = HTTPStatus(status).phrase
+            except ValueError:
+                phrase = "error"
+            retryable = status == 429 or status >= 500
+            return EndpointError(name, f"{name}: HTTP {status} {phrase}", status, retryable=retryable)
+        return EndpointError(name, f"{name}: the request failed ({type(exc).__name__}; the server log has the "
+                                   "details)")
 
     def _backoff(self, attempt: int, chat) -> float:
         """Seconds to wait after failed try number ``attempt`` (0-based)."""
