@@ -52,40 +52,35 @@ class Engine:
         self._lock = threading.RLock()
 
     # -- shared parts, built lazily ------------------------------------------------------------
+    def _once(self, attr: str, build):
+        """``self.<attr>``, built by ``build()`` the first time any thread asks for it."""
+        value = getattr(self, attr)
+        if value is None:
+            with self._lock:
+                value = getattr(self, attr)
+                if value is None:
+                    value = build()
+                    setattr(self, attr, value)
+        return value
+
     @property
     def embedder(self):
-        if self._embedder is None:
-            with self._lock:
-                if self._embedder is None:
-                    from .embed import make_embedder
+        from .embed import make_embedder
 
-                    self._embedder = make_embedder(self.settings.embedder)
-        return self._embedder
+        return self._once("_embedder", lambda: make_embedder(self.settings.embedder))
 
     @property
     def catalog(self) -> Catalog:
-        if self._catalog is None:
-            with self._lock:
-                if self._catalog is None:
-                    self._catalog = Catalog.from_settings(self.settings)
-        return self._catalog
+        return self._once("_catalog", lambda: Catalog.from_settings(self.settings))
 
     @property
     def health(self) -> HealthCache:
         """Endpoint health, trusted for the catalog's ``health.ttl_s``."""
-        if self._health is None:
-            with self._lock:
-                if self._health is None:
-                    self._health = HealthCache(ttl_s=self.catalog.spec.health.ttl_s)
-        return self._health
+        return self._once("_health", lambda: HealthCache(ttl_s=self.catalog.spec.health.ttl_s))
 
     @property
     def router(self) -> Router:
-        if self._router is None:
-            with self._lock:
-                if self._router is None:
-                    self._router = Router.from_settings(self.settings, embedder=self.embedder)
-        return self._router
+        return self._once("_router", lambda: Router.from_settings(self.settings, embedder=self.embedder))
 
     # -- retrieval -------------------------------------------------------------------------------
     def retriever(self, collection: str) -> Retriever:
@@ -109,7 +104,8 @@ class Engine:
         """
         if retrieval is None and not collection:
             raise InvalidInput("No collection given: choose the collection to search.")
-        validate_request(question, route=route, model=model, params=params, history=history, catalog=self.catalog)
+        params = validate_request(question, route=route, model=model, params=params, history=history,
+                                  catalog=self.catalog)  # SamplingParams: answer() does not validate them again
         retriever = self.retriever(collection) if retrieval is None else None  # an unknown collection fails now
         return self._stream(question, retriever, retrieval, history, route, model, params, mode, k)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidInput
-from .store import Collection, CollectionError, open_collection
+from .store import Collection, CollectionError
 from .types import Hit
 
 log = logging.getLogger(__name__)
@@ -228,14 +228,4 @@ def _convex_corpus(qvec, sparse_of: dict[int, float], sparse_moments: tuple[floa
     return dict(zip(union.tolist(), fused.tolist())), dict(zip(union.tolist(), dense.tolist()))
 
 
-def get_retriever(collection: str, settings, embedder=None) -> Retriever:
-    """A retriever on the current version of a named collection (opened with ``settings``), with
-    ``embedder`` or the one the settings describe."""
-    if embedder is None:
-        from .embed import make_embedder
-
-        embedder = make_embedder(settings.embedder)
-    return Retriever(open_collection(collection, settings), embedder, settings.retrieval)
-
-
-__all__ = ["Retriever", "RetrievalResult", "get_retriever", "rrf", "convex", "MODES"]
+__all__ = ["Retriever", "RetrievalResult", "rrf", "convex", "MODES"]

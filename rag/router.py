@@ -97,8 +97,8 @@ class Router:
         unless ``cache_dir`` is given)."""
         from .config import load_settings
 
-        settings = load_settings(config)
-        return cls(settings.router, _spec_hash(settings.router), **kwargs)
+        kwargs.setdefault("cache_dir", None)
+        return cls.from_settings(load_settings(config), **kwargs)
 
     # exemplar vectors -------------------------------------------------------------------------------
     def _cache_path(self, embedder_id: str) -> Path | None:

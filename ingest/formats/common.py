@@ -1,7 +1,9 @@
-"""What every format module shares: ``LoadError``, the name's suffix and newline normalisation."""
+"""What every format module shares: ``LoadError``, the name's suffix, newline normalisation and sections
+from heading offsets."""
 from __future__ import annotations
 
 from rag.errors import HybridRagError
+from rag.types import Section
 
 
 class LoadError(HybridRagError, ValueError):
@@ -21,3 +23,14 @@ def normalise_newlines(text: str) -> str:
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text
+
+
+def heading_sections(heads: list[tuple[int, str]], length: int) -> list[Section]:
+    """Sections from ``(offset, heading)`` pairs in text order: each heading runs to the next one (the last to
+    ``length``); text before the first heading is a section of its own, with no heading."""
+    sections: list[Section] = []
+    if heads and heads[0][0] > 0:
+        sections.append(Section(0, heads[0][0], None, None))
+    for i, (s, h) in enumerate(heads):
+        sections.append(Section(s, heads[i + 1][0] if i + 1 < len(heads) else length, None, h))
+    return sections

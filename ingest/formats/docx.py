@@ -5,9 +5,9 @@ import io
 import logging
 import zipfile
 
-from rag.types import Document, Section
+from rag.types import Document
 
-from .common import LoadError, normalise_newlines
+from .common import LoadError, heading_sections, normalise_newlines
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,7 @@ def load_docx(data: bytes, shown: str) -> Document:
     if not text.strip():
         raise LoadError(f"{shown}: the .docx has no text. If it holds scanned pages, export it as PDF, "
                         "run OCR (e.g. ocrmypdf) and upload that.")
-    sections: list[Section] = []
-    if heads and heads[0][0] > 0:
-        sections.append(Section(0, heads[0][0], None, None))
-    for i, (s, h) in enumerate(heads):
-        sections.append(Section(s, heads[i + 1][0] if i + 1 < len(heads) else len(text), None, h))
+    sections = heading_sections(heads, len(text))
     title = ""
     try:
         title = " ".join((d.core_properties.title or "").split())

@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 import re
 
-from rag.types import Document, Section
+from rag.types import Document
 
-from .common import LoadError
+from .common import LoadError, heading_sections
 from .text import SAMPLE, binary_error
 
 log = logging.getLogger(__name__)
@@ -125,11 +125,7 @@ def load_html(data: bytes, shown: str, nbytes: int) -> Document:
     if not text.translate(_BOMS).strip():  # a file holding only a byte-order mark has no text either
         raise LoadError(f"{shown}: the HTML page has no visible text (it may be built by JavaScript). "
                         "Save the rendered page as PDF, or copy its text, and upload that.")
-    sections: list[Section] = []
-    if heads and heads[0][0] > 0:
-        sections.append(Section(0, heads[0][0], None, None))
-    for i, (s, h) in enumerate(heads):
-        sections.append(Section(s, heads[i + 1][0] if i + 1 < len(heads) else len(text), None, h))
+    sections = heading_sections(heads, len(text))
     title = page_title or (heads[0][1] if heads else "")
     return Document(shown, shown, text, title, sections, {"format": "html", "bytes": nbytes})
 
