@@ -9,7 +9,14 @@ token. For each request we measure
   the fixed TTFT plus loopback HTTP);
 - app: ``rag.answer.answer()`` with 8 hits and a manual route (prompt build, health cache, ChatNVIDIA
   construction, LangChain streaming, SSE parsing), until its first ``Token`` event;
-- router: the same with ``route="auto"`` and a query vector (exemplars warmed first).
+- router: the same with ``route="auto"`` and a query vector (exemplars warmed first);
+- engine_ask_collection: ``Engine.ask`` in-process on a small collection (8 documents, hybrid retrieval with
+  the app's query embedder included), until its first ``Token``;
+- api_stream: the HTTP API (``POST /v1/chat/completions``, ``stream: true``, served by uvicorn on loopback, one
+  keep-alive ``httpx`` client) on the same collection, until the first SSE chunk with answer text.
+
+``api_stream - answer_manual`` is what the API path adds over calling ``answer()`` in-process (retrieval
+included, since the API retrieves); ``api_stream - engine_ask_collection`` is the HTTP layer alone.
 
 Overhead = measured TTFT - the server's fixed TTFT. The goal is <= 30 ms at p50 for the app path.
 Not a test: timings depend on the machine; it prints a table and writes JSON.
@@ -86,6 +93,69 @@ def engine_ttft(engine, question, retrieval) -> float:
     raise RuntimeError("no token")
 
 
+def api_runs(n: int, warmup: int, question: str, catalog, health) -> dict[str, list[float]]:
+    """TTFT through ``Engine.ask`` on a collection, and through the HTTP API on the same collection."""
+    import shutil
+    import tempfile
+
+    import httpx
+
+    from api import create_app
+    from api.keys import KeyStore
+    from rag.config import load_settings
+    from rag.embed import get_embedder
+    from rag.engine import Engine
+    from rag.testing.server import ServerThread
+    from ui.backend import Backend
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    try:
+        settings = load_settings(data_dir=tmp)
+        engine = Engine(settings, embedder=get_embedder("local"), catalog=catalog, health=health)
+        backend = Backend(settings, engine=engine)
+        backend.ingest("bench", [(f"d{i}.md", (f"# Topic {i}\n\n" + f"Some passage text about topic {i}. " * 40)
+                                  .encode()) for i in range(8)])
+        key = KeyStore(tmp).create("bench", "read")
+        body = {"model": "speed", "collection": "bench", "stream": True,
+                "messages": [{"role": "user", "content": question}]}
+
+        def engine_once() -> float:
+            from rag.engine import Token
+
+            t0 = time.perf_counter()
+            it = engine.ask(question, collection="bench", route="speed")
+            t = None
+            for ev in it:
+                if t is None and isinstance(ev, Token):
+                    t = (time.perf_counter() - t0) * 1000
+            return t
+
+        app = create_app(settings, backend=backend, ui=False)
+        with ServerThread(app) as srv, httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30,
+                                                    trust_env=False) as client:
+            def api_once() -> float:
+                t0 = time.perf_counter()
+                t = None
+                with client.stream("POST", srv.url + "/v1/chat/completions", json=body) as r:
+                    r.raise_for_status()
+                    for line in r.iter_lines():
+                        if t is None and '"delta":{"content":"' in line and '"content":""' not in line:
+                            t = (time.perf_counter() - t0) * 1000
+                return t
+
+            for _ in range(warmup):
+                engine_once()
+                api_once()
+            runs = {"engine_ask_collection": [], "api_stream": []}
+            for _ in range(n):  # interleaved, so drift on a shared machine hits both alike
+                runs["engine_ask_collection"].append(engine_once())
+                runs["api_stream"].append(api_once())
+        backend.jobs.close(timeout=10)
+        return runs
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=100)
@@ -93,6 +163,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "ttft.json"))
     ap.add_argument("--no-router", action="store_true", help="skip the auto-route run (needs the embedder)")
+    ap.add_argument("--no-api", action="store_true", help="skip the HTTP API runs")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -118,6 +189,8 @@ def main(argv=None) -> int:
         engine = Engine(load_settings(), embedder=object(), catalog=catalog, health=health)
         retrieval = RetrievalResult(hits=hs, query_vector=None, retrieval_ms=0.0, mode="hybrid")
         runs["engine_ask_manual"] = [engine_ttft(engine, question, retrieval) for _ in range(args.n)]
+        if not args.no_api:
+            runs.update(api_runs(args.n, args.warmup, question, catalog, health))
         if not args.no_router:
             from rag.embed import get_embedder
             from rag.router import Router
@@ -144,10 +217,22 @@ def main(argv=None) -> int:
               f"{r['overhead_p95_ms']:>9.2f}")
     goal = rows["answer_manual"]["overhead_p50_ms"] <= 30
     print(f"goal (answer overhead p50 <= 30 ms): {'met' if goal else 'NOT met'}")
+    api_added = None
+    if "api_stream" in runs:
+        added = [a - b for a, b in zip(runs["api_stream"], runs["answer_manual"])]
+        http_only = [a - b for a, b in zip(runs["api_stream"], runs["engine_ask_collection"])]
+        api_added = {"over_answer_p50_ms": round(pct(added, 50), 2), "over_answer_p95_ms": round(pct(added, 95), 2),
+                     "http_layer_p50_ms": round(pct(http_only, 50), 2),
+                     "http_layer_p95_ms": round(pct(http_only, 95), 2)}
+        print(f"API adds over answer(): p50 {api_added['over_answer_p50_ms']:.2f} ms, p95 "
+              f"{api_added['over_answer_p95_ms']:.2f} ms (retrieval included); the HTTP layer alone (over "
+              f"Engine.ask on the same collection): p50 {api_added['http_layer_p50_ms']:.2f} ms, p95 "
+              f"{api_added['http_layer_p95_ms']:.2f} ms")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "server_ttft_ms": args.server_ttft_ms, "results": rows, "goal_p50_ms": 30, "goal_met": goal,
+        "api_added": api_added,
         "build": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
                   "time": time.strftime("%Y-%m-%dT%H:%M:%S")},
     }, indent=2))

@@ -1,5 +1,5 @@
 """Ingest: load files, chunk them, embed them and write them into a collection."""
-__all__ = ["ingest", "FileResult"]
+__all__ = ["ingest", "FileResult", "IngestCancelled"]
 
 
 def __getattr__(name):  # lazy: keep `import ingest` free of model imports

@@ -1,7 +1,8 @@
 """Ingest: files → documents → chunks → embeddings → one new collection version per batch.
 
 Each file gets a ``FileResult``. One bad file never aborts the batch and never touches the
-collection: everything that loaded is committed together at the end, atomically.
+collection: everything that loaded is committed together at the end, atomically. A ``cancelled`` callback
+that returns True aborts the whole batch with :class:`IngestCancelled` before anything is committed.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from rag.errors import user_message
+from rag.errors import HybridRagError, user_message
 from rag.store import CollectionWriter, DocRecord
 from rag.types import Chunk, Document
 
@@ -25,8 +26,21 @@ from .names import safe_name, unique_name
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
+Cancelled = Callable[[], bool]
 
 EMBED_BATCH = 256
+
+
+class IngestCancelled(HybridRagError):
+    """The ingest was cancelled before its commit: the collection keeps its last committed version."""
+
+    def __init__(self, message: str = "The ingest was cancelled; the collection keeps its last committed version."):
+        super().__init__(message)
+
+
+def _check(cancelled: Cancelled | None) -> None:
+    if cancelled is not None and cancelled():
+        raise IngestCancelled()
 
 
 @dataclass
@@ -74,8 +88,9 @@ def iter_paths(paths: Iterable[str | Path]) -> Iterator[tuple[str, Path]]:
 class _Batch:
     """Accumulates chunks from many documents and embeds them in large batches."""
 
-    def __init__(self, writer: CollectionWriter, embedder, on_flush: Callable[[int], None] = lambda n: None):
-        self.writer, self.embedder, self.on_flush = writer, embedder, on_flush
+    def __init__(self, writer: CollectionWriter, embedder, on_flush: Callable[[int], None] = lambda n: None,
+                 cancelled: Cancelled | None = None):
+        self.writer, self.embedder, self.on_flush, self.cancelled = writer, embedder, on_flush, cancelled
         self.pending: list[tuple[DocRecord, list[Chunk]]] = []
         self.n_chunks = 0
         self.embedded = 0
@@ -99,6 +114,7 @@ class _Batch:
     def flush(self) -> None:
         if not self.pending:
             return
+        _check(self.cancelled)
         texts = [self.writer.index_text(c) for _, chunks in self.pending for c in chunks]
         vecs = self.embedder.encode_documents(texts) if texts else np.zeros((0, self.writer.dim), np.float32)
         i = 0
@@ -113,10 +129,13 @@ class _Batch:
 
 
 def ingest(collection: str, files: Iterable[tuple[str, bytes | Path]], *, settings, embedder,
-           progress: Progress | None = None, total: int | None = None) -> list[FileResult]:
+           progress: Progress | None = None, total: int | None = None,
+           cancelled: Cancelled | None = None) -> list[FileResult]:
     """Ingest ``(name, bytes or path)`` items into ``collection`` (created if missing).
 
     Returns one result per input file (archive members are reported as ``archive.zip/member``).
+    ``cancelled`` is asked before each file, archive member and embedding batch, and before the commit;
+    when it returns True, :class:`IngestCancelled` is raised and nothing is committed.
     """
     files = list(files)
     total = total or len(files)
@@ -125,26 +144,31 @@ def ingest(collection: str, files: Iterable[tuple[str, bytes | Path]], *, settin
     report = progress or (lambda f, m: None)
     with CollectionWriter(collection, settings, embedder_id=embedder.model_id, dim=embedder.dim) as writer:
         current = [0.0, ""]
-        batch = _Batch(writer, embedder, lambda n: report(current[0], f"{current[1]}: {n} chunks embedded"))
+        batch = _Batch(writer, embedder, lambda n: report(current[0], f"{current[1]}: {n} chunks embedded"),
+                       cancelled)
         chunk_cfg = writer.chunking
         seen: set[str] = set()
         for i, (name, src) in enumerate(files):
+            _check(cancelled)
             display = unique_name(display_name(name), seen)  # two files named alike in one batch both land
             current[:] = [i / max(total, 1), f"{display} ({i + 1}/{total})"]
             report(*current)
-            results.extend(_ingest_file(display, src, limits, writer, batch, chunk_cfg, embedder))
+            results.extend(_ingest_file(display, src, limits, writer, batch, chunk_cfg, embedder, cancelled))
         report(0.97, "embedding the last batch")
         batch.flush()
         report(0.98, "saving the collection")
+        _check(cancelled)
         writer.commit()
     report(1.0, "done")
     return results
 
 
 def _guard(label: str, fn) -> FileResult:
-    """Run one file's ingest; any failure becomes that file's result, never the batch's."""
+    """Run one file's ingest; any failure becomes that file's result, never the batch's (a cancel aborts it)."""
     try:
         return fn()
+    except IngestCancelled:
+        raise
     except Exception as e:  # never let one file take the batch down
         return _failed(label, e)
 
@@ -158,7 +182,7 @@ def _failed(label: str, e: BaseException) -> FileResult:
         e, f"Ingesting {label}") + " Check that the file opens in its usual program, or convert it to PDF or text.")
 
 
-def _ingest_file(display, src, limits, writer, batch, chunk_cfg, embedder) -> list[FileResult]:
+def _ingest_file(display, src, limits, writer, batch, chunk_cfg, embedder, cancelled=None) -> list[FileResult]:
     """One uploaded file: a document, a BEIR corpus, or a .zip whose members each get a result."""
     try:
         if _extension(display) not in limits.allowed_types and not _is_beir(display):
@@ -175,11 +199,14 @@ def _ingest_file(display, src, limits, writer, batch, chunk_cfg, embedder) -> li
         members = iter_archive(data, display, max_files=limits.max_files_per_upload,
                                max_total_bytes=limits.max_archive_bytes, max_ratio=limits.max_archive_ratio)
         for member, payload in members:
+            _check(cancelled)
             label = f"{display}/{member}"
             if isinstance(payload, LoadError):
                 out.append(FileResult(label, "failed", error=str(payload)))
             else:
                 out.append(_guard(label, lambda: _ingest_one(label, member, payload, writer, batch, chunk_cfg, embedder)))
+    except IngestCancelled:
+        raise
     except Exception as e:  # the archive itself could not be walked: this file fails, the batch goes on
         out.append(_failed(display, e))
     return out
@@ -271,4 +298,4 @@ def remove_documents(collection: str, doc_ids: Iterable[str], *, settings) -> in
     return n
 
 
-__all__ = ["ingest", "remove_documents", "iter_paths", "FileResult", "doc_hash"]
+__all__ = ["ingest", "remove_documents", "iter_paths", "FileResult", "IngestCancelled", "doc_hash"]

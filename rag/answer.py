@@ -67,9 +67,12 @@ class PromptTooLong(LLMError):
 
 @dataclass
 class Sources:
-    """The hits that went into the prompt, in order: ``hits[i]`` is source ``[i + 1]``."""
+    """The hits that went into the prompt, in order: ``hits[i]`` is source ``[i + 1]``. Sent once the chosen
+    endpoint accepted the request: ``model`` (catalog id) and ``endpoint`` (name) are the ones answering."""
 
     hits: list[Hit]
+    model: str | None = None
+    endpoint: str | None = None
 
 
 @dataclass
@@ -256,6 +259,12 @@ def _candidates(catalog: Catalog, model: ModelSpec, mode: str) -> list[tuple[Mod
     return out
 
 
+def _close(it) -> None:
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
+
+
 def validate_request(question, *, route: str, model: str | None, params, history, catalog: Catalog) -> SamplingParams:
     """Check a request before anything streams; return the validated sampling parameters.
 
@@ -356,7 +365,7 @@ def _run(question, hits, history, route, model, user_params, query_vector, retri
         for r in stream.retry_reasons:
             fallbacks.append({"endpoint": ep_name, "model": spec.id, "reason": f"retried: {redact(r, secrets)}"})
 
-        yield Sources(list(prompt.hits))
+        yield Sources(list(prompt.hits), model=spec.id, endpoint=ep_name)
         t_first = None
         n_pieces = 0
         error = None
@@ -368,6 +377,8 @@ def _run(question, hits, history, route, model, user_params, query_vector, retri
                 yield Token(piece)
         except StreamBroken as e:
             error = redact(str(e), secrets)
+        finally:
+            _close(stream.pieces)  # a consumer that stopped early ends the model's generation now
         t_end = time.perf_counter()
         completion = stream.completion_tokens if stream.completion_tokens is not None else n_pieces
         gen_s = (t_end - t_first) if t_first else 0.0

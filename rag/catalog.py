@@ -34,7 +34,11 @@ class UnknownModelError(CatalogError):
 
 
 class ParamsError(InvalidInput):
-    """A sampling parameter is unknown or out of range."""
+    """A sampling parameter is unknown or out of range; ``param`` names the (first) field at fault."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 class SamplingParams(Strict):
@@ -73,15 +77,16 @@ def validate_params(params: dict | SamplingParams | None) -> SamplingParams:
     try:
         return SamplingParams.model_validate(dict(params))
     except ValidationError as e:
-        problems = []
+        problems, fields = [], []
         for err in e.errors():
             field = ".".join(str(p) for p in err["loc"]) or "params"
+            fields.append(str(err["loc"][0]) if err["loc"] else "params")
             if err["type"] == "extra_forbidden":
                 allowed = ", ".join(SamplingParams.model_fields)
                 problems.append(f"unknown sampling parameter {field!r} (allowed: {allowed})")
             else:
                 problems.append(f"{field}={err.get('input')!r}: {err['msg']}")
-        raise ParamsError("Invalid sampling parameters: " + "; ".join(problems)) from None
+        raise ParamsError("Invalid sampling parameters: " + "; ".join(problems), fields[0] if fields else None) from None
 
 
 class EndpointSpec(Strict):

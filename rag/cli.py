@@ -120,6 +120,33 @@ def cmd_collections(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    """API keys: create (the key is the last line of the output, shown once), list, revoke."""
+    import datetime as dt
+
+    from api.keys import KeyStore
+
+    store = KeyStore(_settings(args).data_dir)
+    if args.keys_command == "create":
+        key = store.create(args.name, args.scope)
+        print(f"Created {args.scope} key {args.name!r} in {store.path}. It is shown once, below; send it as "
+              "`Authorization: Bearer KEY`.")
+        print(key)
+    elif args.keys_command == "revoke":
+        k = store.revoke(args.name)
+        print(f"Revoked {k.scope} key {k.name!r}; a running server refuses it from its next request.")
+    else:
+        keys = store.list()
+        if args.json:
+            print(json.dumps([k.public() for k in keys]))
+        elif not keys:
+            print("no API keys (create one with `hybrid-rag keys create --name NAME --scope read|admin`)")
+        for k in keys if not args.json else []:
+            when = dt.datetime.fromtimestamp(k.created_at).strftime("%Y-%m-%d %H:%M")
+            print(f"{k.name:<24} {k.scope:<6} {k.prefix}…  created {when}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from .engine import Engine
     from .eval import evaluate, load_qrels, load_queries
@@ -203,7 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("bench_args", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_bench)
 
-    s = sub.add_parser("serve", help="serve the web app")
+    s = sub.add_parser("keys", help="API keys for the HTTP API: create, list, revoke")
+    ks = s.add_subparsers(dest="keys_command", required=True)
+    k = ks.add_parser("create", help="create a key; it is printed once, as the last line")
+    k.add_argument("--name", required=True, help="a name to tell keys apart (and to revoke it by)")
+    k.add_argument("--scope", required=True, choices=["read", "admin"],
+                   help="read: models, chat, search, list collections and documents; admin: also changes and jobs")
+    k = ks.add_parser("list", help="list keys (names, scopes, first characters; never the keys)")
+    k.add_argument("--json", action="store_true")
+    k = ks.add_parser("revoke", help="revoke a key by name")
+    k.add_argument("name")
+    s.set_defaults(func=cmd_keys)
+
+    s = sub.add_parser("serve", help="serve the web app and the HTTP API (/v1) on one port")
     serve_arguments(s)
     s.set_defaults(func=_serve)
     return p

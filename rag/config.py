@@ -134,6 +134,20 @@ class OfflineLLMSettings(Strict):
     repack: bool = False                    # llama.cpp weight repacking (AMX/AVX-512 kernels)
 
 
+class ApiSettings(Strict):
+    """The HTTP API under /v1 (rag/api)."""
+
+    default_collection: str | None = None   # chat and search without a ``collection`` field use this
+    max_generations_per_key: int = Field(2, ge=1, le=1000)  # simultaneous chat completions per API key
+    retry_after_s: int = Field(2, ge=1, le=3600)             # the Retry-After of a 429 beyond that limit
+
+
+class JobSettings(Strict):
+    """Background ingest jobs (API uploads and the Documents tab)."""
+
+    keep: int = Field(200, ge=1, le=100_000)   # finished jobs remembered, newest first
+
+
 class Settings(Strict):
     data_dir: Path = Path("data")
     models_file: Path = Path("models.yaml")
@@ -146,6 +160,8 @@ class Settings(Strict):
     limits: LimitSettings = LimitSettings()
     admin: AdminSettings = AdminSettings()
     offline_llm: OfflineLLMSettings = OfflineLLMSettings()
+    api: ApiSettings = ApiSettings()
+    jobs: JobSettings = JobSettings()
     models: CatalogSpec          # from models_file
     router: RouterSpec           # from router_file
 

@@ -21,7 +21,16 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator
 
-from .answer import Done, Sources, Token, answer, parse_citations, validate_request
+from . import metrics
+from .answer import (
+    Done,
+    NoModelAvailable,
+    Sources,
+    Token,
+    answer,
+    parse_citations,
+    validate_request,
+)
 from .catalog import Catalog
 from .errors import InvalidInput
 from .llm import HealthCache
@@ -112,23 +121,32 @@ class Engine:
     def _stream(self, question, retriever, retrieval, history, route, model, params, mode, k) -> Iterator[Event]:
         if retrieval is None:
             retrieval = retriever.search(question, mode=mode, k=k)
+            metrics.record_retrieval(retrieval.mode, retrieval.retrieval_ms)
         yield Retrieved(retrieval)
         router = self.router if route == "auto" and not model else None
         sent, parts = [], []
-        for ev in answer(question, retrieval.hits, history=history, route=route, model=model, params=params,
-                         query_vector=retrieval.query_vector, retrieval_ms=retrieval.retrieval_ms,
-                         catalog=self.catalog, router=router, health=self.health,
-                         embedded_options=self.settings.offline_llm.model_dump()):
-            if isinstance(ev, Sources):
-                sent = ev.hits
-            elif isinstance(ev, Token):
-                parts.append(ev.text)
-            elif isinstance(ev, Done):
-                text = "".join(parts)
-                cites = parse_citations(text, sent)
-                ev.meta["citations"] = {"used": sorted(cites.used), "unknown": list(cites.unknown)}
-                ev.meta["answer"] = text
-            yield ev
+        events = answer(question, retrieval.hits, history=history, route=route, model=model, params=params,
+                        query_vector=retrieval.query_vector, retrieval_ms=retrieval.retrieval_ms,
+                        catalog=self.catalog, router=router, health=self.health,
+                        embedded_options=self.settings.offline_llm.model_dump())
+        try:
+            for ev in events:
+                if isinstance(ev, Sources):
+                    sent = ev.hits
+                elif isinstance(ev, Token):
+                    parts.append(ev.text)
+                elif isinstance(ev, Done):
+                    text = "".join(parts)
+                    cites = parse_citations(text, sent)
+                    ev.meta["citations"] = {"used": sorted(cites.used), "unknown": list(cites.unknown)}
+                    ev.meta["answer"] = text
+                    metrics.record_answer(ev.meta)
+                yield ev
+        except NoModelAvailable as e:
+            metrics.record_no_answer(e.fallbacks)
+            raise
+        finally:
+            events.close()  # a consumer that stops early (a client gone) ends the model's stream now
 
 
 _ENGINES: list[Engine] = []   # the few most recently used, newest last

@@ -308,6 +308,52 @@ def _side_file(tmp_path, name, change):
     return str(p)
 
 
+def _chat_collection(s):
+    """The collection an API chat request without one is answered from."""
+    from types import SimpleNamespace
+
+    from api.chat import ask_arguments
+    from api.schemas import ChatRequest
+
+    req = ChatRequest(model="speed", messages=[{"role": "user", "content": "cats?"}])
+    try:
+        return ask_arguments(req, SimpleNamespace(settings=s))["collection"]
+    except Exception as e:  # noqa: BLE001 - the refusal is what the default gives
+        return type(e).__name__
+
+
+def _api_slots(s):
+    """(answers one key may run at once, the Retry-After beyond them), from the app the settings build."""
+    from api import create_app
+    from api.errors import APIError
+
+    slots = create_app(s, ui=False).state.service.slots
+    n = 0
+    try:
+        while n < 100:
+            slots.acquire("k")
+            n += 1
+    except APIError as e:
+        return n, e.headers["Retry-After"]
+    return n, None
+
+
+def _jobs_remembered(s):
+    from rag.engine import Engine
+    from ui.backend import Backend
+
+    b = Backend(s, engine=Engine(s, embedder=FAKE))
+    try:
+        for i in range(3):
+            f = s.data_dir / f"doc{i}.md"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(f"# Doc {i}\n\nsome text {i}")
+            b.jobs.wait(b.jobs.submit("c", [(f.name, f)]).id, timeout=60)
+        return len(b.jobs.list())
+    finally:
+        b.jobs.close(timeout=10)
+
+
 # --- the cases: (setting, value, observe(settings, ctx) -> what the component did, expected) ----------------
 
 def _cases(tmp_path, monkeypatch):
@@ -363,6 +409,10 @@ def _cases(tmp_path, monkeypatch):
         ("admin.password_env", "MY_ADMIN_PW", lambda s: (monkeypatch.setenv("MY_ADMIN_PW", "pw-1"), _admin(s))[1],
          "allowed"),
         ("admin.password", "pw-1", lambda s: _admin(s), "allowed"),
+        ("api.default_collection", "team-docs", _chat_collection, "team-docs"),
+        ("api.max_generations_per_key", 3, lambda s: _api_slots(s)[0], 3),
+        ("api.retry_after_s", 9, lambda s: _api_slots(s)[1], "9"),
+        ("jobs.keep", 1, _jobs_remembered, 1),
         ("offline_llm.threads", 3, lambda s: _embedded_load_args(s, monkeypatch)[0], 3),
         ("offline_llm.repack", True, lambda s: _embedded_load_args(s, monkeypatch)[1], True),
         ("models.fallback_order", ["hosted", "embedded"], lambda s: _catalog(s).endpoints_for(
@@ -504,7 +554,8 @@ def test_defaults_of_the_schema_equal_default_yaml():
     from rag.sparse import SparseIndex
 
     s = load_settings()
-    for section in ("embedder", "chunking", "retrieval", "dense", "sparse", "limits", "admin", "offline_llm"):
+    for section in ("embedder", "chunking", "retrieval", "dense", "sparse", "limits", "admin", "offline_llm", "api",
+                    "jobs"):
         assert getattr(s, section) == type(getattr(s, section))(), section
     d = DenseIndex(8)
     assert (d.exact_max, d.approx, d.storage, d.ivf_nprobe) == (s.dense.exact_max, s.dense.approx, s.dense.storage,

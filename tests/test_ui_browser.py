@@ -151,6 +151,7 @@ def test_admin_uploads_a_document(server, page, tmp_path):
     doc.write_text(FACT_DOC)
     _upload(page, doc)
     page.wait_for_selector("#docs-msg :text('ingested into')", timeout=120_000)
+    assert page.is_visible("#cancel-ingest")
     results = page.inner_text("#upload-results")
     assert "heron.md" in results and "added" in results
     assert "heron.md" in page.inner_text("#docs-table")
@@ -260,6 +261,8 @@ def test_non_admin_cannot_upload_or_delete(server, page, tmp_path):
     assert _doc_count(server) == before
     assert "intruder.md" not in page.inner_text("#docs-table")
     page.fill("#admin-password input", "")
+    page.click("#cancel-ingest")
+    page.wait_for_selector("#docs-msg .hr-msg-error:has-text('cancel an upload')", timeout=30_000)
     page.click("#delete-doc")
     page.wait_for_selector("#docs-msg .hr-msg-error:has-text('delete a document')", timeout=30_000)
     assert "sign in" in page.inner_text("#docs-msg")

@@ -1,7 +1,9 @@
 """The tab handlers, driven directly (no browser): real collections, embedder and Engine.ask(), answering
 from a fake OpenAI-compatible NIM on loopback (real HTTP through the real client)."""
 import io
+import threading
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +37,10 @@ def _backend(settings, embedder, catalog):
 
 @pytest.fixture
 def backend(settings, embedder, nim):
-    return _backend(settings, embedder, fake_catalog(nim.base_url))
+    b = _backend(settings, embedder, fake_catalog(nim.base_url))
+    yield b
+    if b._jobs is not None:  # stop the upload worker thread, if the test started one
+        b._jobs.close(timeout=60)
 
 
 @pytest.fixture
@@ -189,6 +194,63 @@ def test_upload_limits_give_clear_messages(backend, kb, tmp_path):
     assert results[0][1] == "failed" and "limit" in results[0][3]
 
 
+def test_upload_runs_as_a_background_job(backend, kb, tmp_path):
+    files = _files(tmp_path, new__md=b"# New\n\nSomething new.", bad__exe=b"MZ\x00\x00")
+    seen = []
+    msg, results, docs, *_ = documents.upload(backend, files, "admin", PW, "kb",
+                                              progress=lambda frac, desc=None: seen.append(frac))
+    (job,) = backend.jobs.list()
+    assert job.state == "done" and job.collection == "kb" and job.files == ["new.md", "bad.exe"]
+    assert [r[0] for r in results] == ["new.md", "bad.exe"] and results[1][1] == "failed"
+    assert job.chunks == results[0][2] >= 1 and "1 of 2 files ingested" in msg
+    assert "new.md" in [r[0] for r in docs]
+    assert list((backend.settings.data_dir / "uploads").iterdir()) == []  # the staged copies are gone
+    assert all(Path(f).exists() for f in files)  # Gradio's own temporary files are left to Gradio
+    assert seen and all(0.0 <= f <= 1.0 for f in seen)
+
+
+def test_cancel_upload_needs_the_admin_password_and_stops_the_job(backend, kb, tmp_path, monkeypatch):
+    from rag.store import CollectionError
+
+    entered, release = threading.Event(), threading.Event()
+    real_ingest = backend.ingest
+
+    def gated(name, files, progress=None, cancelled=None):  # holds the job "running" until released
+        entered.set()
+        assert release.wait(60), "the test never released the ingest"
+        return real_ingest(name, files, progress=progress, cancelled=cancelled)
+
+    def locked(name, doc_ids):
+        raise CollectionError(f"Collection {name!r} is being written by another ingest; try again when it finishes.")
+
+    monkeypatch.setattr(backend, "ingest", gated)
+    out = []
+    files = _files(tmp_path, new__md=b"# New\n\nSomething new.")
+    follower = threading.Thread(target=lambda: out.append(
+        documents.upload(backend, files, "admin", PW, "kb", progress=_no_progress)))
+    follower.start()
+    try:
+        assert entered.wait(60)
+        assert "An upload is running" in documents.collection_summary(backend, "kb")
+        monkeypatch.setattr(backend, "remove_documents", locked)  # as a writer-lock timeout would
+        msg, *_ = documents.delete_document(backend, "admin", PW, "kb", "cats.md")
+        assert "still running" in msg and "Cancel upload" in msg
+        for pw, says in (("", "Only an admin can cancel an upload"), ("wrong", "not allowed to cancel an upload")):
+            auth.reset_throttle()
+            assert says in documents.cancel_uploads(backend, "admin", pw, "kb")
+        assert [j.state for j in backend.jobs.list(collection="kb")] == ["running"]
+        assert "Cancelled 1 upload into" in documents.cancel_uploads(backend, "admin", PW, "kb")
+    finally:
+        release.set()
+        follower.join(60)
+    msg, table, docs, _dd, summary, _kept = out[0]
+    assert "Cancelled: the collection keeps its earlier documents." in msg
+    assert table == [["new.md", "cancelled", 0, "not ingested"]]
+    assert [r[0] for r in docs] == ["cats.md", "dogs.txt"] and "An upload" not in summary
+    assert backend.jobs.list()[0].state == "cancelled"
+    assert "nothing to cancel" in documents.cancel_uploads(backend, "admin", PW, "kb")
+
+
 def test_collections_and_documents_admin_actions(backend, kb):
     msg, *_ = documents.create_collection(backend, "admin", "", "fresh")
     assert "sign in" in msg and "fresh" not in backend.collection_names()
@@ -336,4 +398,7 @@ def test_the_app_builds(settings, backend):
     assert launch_kwargs["blocked_paths"] == [str(settings.data_dir)]
     assert launch_kwargs["max_file_size"] == settings.limits.max_file_bytes
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
-    assert {"chatbot", "chat-stop", "upload-files", "docs-table", "cmp-run", "vote-A", "lb-csv"} <= ids
+    assert {"chatbot", "chat-stop", "upload-files", "cancel-ingest", "docs-table", "cmp-run", "vote-A", "lb-csv"} <= ids
+    group = {getattr(demo.blocks.get(t[0]), "elem_id", None): fn.concurrency_id
+             for fn in demo.fns.values() for t in fn.targets}
+    assert group["ingest"] == "ingest" and group["cancel-ingest"] != "ingest"  # cancel runs while an upload follows

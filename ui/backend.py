@@ -22,6 +22,7 @@ class Backend:
         self.settings = settings
         self.engine = engine or Engine(settings)
         self._arena = None
+        self._jobs = None
         self._lock = threading.Lock()
 
     @property
@@ -41,6 +42,28 @@ class Backend:
 
                     self._arena = Arena.for_data_dir(self.settings.data_dir)
         return self._arena
+
+    @property
+    def jobs(self):
+        """The background ingest jobs (:class:`ingest.jobs.JobManager`) shared by the API and the Documents tab."""
+        if self._jobs is None:
+            with self._lock:
+                if self._jobs is None:
+                    from ingest.jobs import JobManager
+
+                    self._jobs = JobManager(
+                        lambda c, files, progress, cancelled: self.ingest(c, files, progress=progress,
+                                                                          cancelled=cancelled),
+                        staging_root=self.settings.data_dir / "uploads", keep=self.settings.jobs.keep,
+                        on_finish=self._on_job_finish)
+        return self._jobs
+
+    def _on_job_finish(self, job) -> None:
+        """Called once per job after it reaches a final state (done, failed or cancelled): ingest metrics."""
+        if job.state == "done" and job.started_at and job.finished_at:
+            from rag.metrics import record_ingest
+
+            record_ingest(job.chunks, job.finished_at - job.started_at)
 
     # -- collections --------------------------------------------------------------------------------
     def collections(self) -> list[dict]:
@@ -79,10 +102,11 @@ class Backend:
 
         delete_collection(name, self.settings.data_dir)
 
-    def ingest(self, name: str, files: list[tuple[str, bytes | Path]], progress=None):
+    def ingest(self, name: str, files: list[tuple[str, bytes | Path]], progress=None, cancelled=None):
         from ingest.pipeline import ingest
 
-        return ingest(name, files, settings=self.settings, embedder=self.embedder, progress=progress)
+        return ingest(name, files, settings=self.settings, embedder=self.embedder, progress=progress,
+                      cancelled=cancelled)
 
     def remove_documents(self, name: str, doc_ids: list[str]) -> int:
         from ingest.pipeline import remove_documents

@@ -1,6 +1,10 @@
 """Documents tab: collections, uploads (many files, .zip included) with a per-file result table,
 the document list with chunk counts, chunk previews, and deletes.
 
+An upload runs as a background job (``backend.jobs``, shared with the HTTP API): the handler copies the files
+into a staging directory, submits them and follows the job's progress. If the page goes away the job keeps
+running; "Cancel upload" stops the collection's jobs before they commit.
+
 Reading is open to everyone. Every change calls :func:`ui.auth.require_admin` on the server with the
 credentials typed in this tab, for each action; without them the action is refused and nothing changes.
 """
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import shutil
 from pathlib import Path
 
 import gradio as gr
@@ -29,6 +34,7 @@ RESULT_COLUMNS = ["File", "Result", "Chunks", "Details"]
 DOC_COLUMNS = ["Document", "Title", "Chunks", "Size", "Type", "Added"]
 CHUNK_COLUMNS = ["#", "Page", "Heading", "Text"]
 PREVIEW_LIMIT = 200
+POLL_S = 0.5  # how often a following upload handler refreshes the progress bar
 _STATUS_TEXT = {"added": "added", "replaced": "replaced (new version)", "duplicate": "skipped: duplicate",
                 "failed": "failed"}
 
@@ -95,8 +101,33 @@ def collection_summary(backend, name: str | None) -> str:
     for c in backend.collections():
         if c["name"] == name:
             return message_html(f"{name}: {c['documents']} documents, {c['chunks']} chunks, "
-                                f"embedder {c['embedder']}, updated {_when(c['updated'])}.", "info")
-    return message_html(f"Collection {name!r} not found.", "warn")
+                                f"embedder {c['embedder']}, updated {_when(c['updated'])}."
+                                + _jobs_note(backend, name), "info")
+    return message_html(f"Collection {name!r} not found." + _jobs_note(backend, name), "warn")
+
+
+def _active_jobs(backend, name: str | None) -> list:
+    if not name:
+        return []
+    try:
+        return backend.jobs.list(collection=name, active=True)
+    except Exception as e:  # the summary must show even if the job queue cannot start
+        log.warning("cannot list the upload jobs of %s: %s", name, e)
+        return []
+
+
+def _jobs_note(backend, name: str | None) -> str:
+    """" An upload is running: 40% — x.md (2/5)." for a collection with active jobs, else ""."""
+    active = _active_jobs(backend, name)
+    running = [j for j in active if j.state == "running"]
+    waiting = len(active) - len(running)
+    parts = []
+    if running:
+        j = running[0]
+        parts.append(f"An upload is running: {j.progress:.0%} — {j.message or 'starting'}")
+    if waiting:
+        parts.append(f"{waiting} {'more ' if running else ''}upload{'s' if waiting != 1 else ''} waiting to start")
+    return (" " + "; ".join(parts) + ".") if parts else ""
 
 
 def _docs(backend, name: str | None) -> list[dict]:
@@ -163,14 +194,18 @@ def delete_collection(backend, user, password, name, confirmed, client=None):
             raise InvalidInput(f"Tick 'Yes, delete it' to confirm deleting {name!r} and all its documents.")
         backend.delete_collection(name)
     except Exception as e:
-        return message_html(user_message(e, "Deleting the collection"), "error"), *(gr.skip(),) * 5
+        msg = user_message(e, "Deleting the collection") + _busy_hint(backend, name, e)
+        return message_html(msg, "error"), *(gr.skip(),) * 5
     upd = _names_update(backend, None)
     rows, docs_dd, summary = _doc_views(backend, upd["value"])
     return message_html(f"Deleted collection {name!r}.", "ok"), upd, rows, docs_dd, summary, False
 
 
 def upload(backend, files, user, password, name, progress=gr.Progress(), client=None):
-    """Ingest the uploaded files; yields nothing but returns (message, results, docs, doc dd, summary, files)."""
+    """Ingest the uploaded files as a background job and follow it to the end.
+
+    Returns (message, results, docs, doc dropdown, summary, files). If the page goes away, the job goes on.
+    """
     skip6 = (gr.skip(),) * 5
     files = [f for f in (files or []) if f]
     try:
@@ -186,20 +221,61 @@ def upload(backend, files, user, password, name, progress=gr.Progress(), client=
         return (message_html(
             f"{len(files)} files selected; at most {lim.max_files_per_upload} per upload "
             "(limits.max_files_per_upload). Upload them in smaller batches, or as a .zip.", "error"), *skip6)
-    items = []
-    for f in files:
-        p = Path(f if isinstance(f, (str, Path)) else getattr(f, "name", f))
-        items.append((p.name, p))
-    progress(0.0, desc="Starting…")
-
-    def report(frac, msg):
-        progress(min(max(float(frac), 0.0), 1.0), desc=str(msg)[:120])
-
     try:
-        results = backend.ingest(name, items, progress=report)
+        job = _submit_upload(backend, name, files)
+        progress(0.0, desc="Queued…")
+        job = _follow(backend.jobs, job.id, progress)
     except Exception as e:
         msg = f"The upload failed and nothing was changed: {user_message(e, 'The upload')}"
         return (message_html(msg, "error"), *skip6)
+    return _upload_outcome(backend, name, job)
+
+
+def _submit_upload(backend, name: str, files):
+    """Copy Gradio's temporary files into a staging directory the job owns, and submit them."""
+    jobs = backend.jobs
+    staging = jobs.staging_dir()
+    try:
+        items = []
+        for i, f in enumerate(files):
+            src = Path(f if isinstance(f, (str, Path)) else getattr(f, "name", f))
+            dst = staging / f"{i:04d}"
+            try:
+                shutil.copyfile(src, dst)
+            except OSError as e:  # the pipeline reports this file as unreadable; the others still go in
+                log.warning("upload: cannot stage %s: %s", src.name, e)
+                dst = src
+            items.append((src.name, dst))
+        return jobs.submit(name, items, owned_dir=staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _follow(jobs, job_id: str, progress, poll_s: float = POLL_S):
+    """Wait for a job to finish, showing its progress on ``progress``; returns the finished job."""
+    while True:
+        job = jobs.wait(job_id, timeout=poll_s)
+        if job.finished:
+            return job
+        if job.state == "queued":
+            progress(0.0, desc="Waiting for an earlier upload to finish…")
+        else:
+            progress(min(max(float(job.progress), 0.0), 1.0), desc=(job.message or "Starting…")[:120])
+
+
+def _upload_outcome(backend, name: str, job):
+    """The upload handler's outputs for a finished job."""
+    if job.state == "failed":
+        msg = f"The upload failed and nothing was changed: {job.error}"
+        return (message_html(msg, "error"), *(gr.skip(),) * 5)
+    rows, docs_dd, summary = _doc_views(backend, name)
+    if job.state == "cancelled":
+        where = f" It was at: {job.message}." if job.message else " It had not started."
+        table = [[f, "cancelled", 0, "not ingested"] for f in job.files]
+        return (message_html("Cancelled: the collection keeps its earlier documents." + where, "warn"), table,
+                rows, docs_dd, summary, gr.skip())
+    results = job.results
     ok = [r for r in results if r.ok]
     chunks = sum(r.chunks for r in results)
     failed = len(results) - len(ok)
@@ -207,8 +283,39 @@ def upload(backend, files, user, password, name, progress=gr.Progress(), client=
     msg = (f"{len(ok)} of {len(results)} file{'s' if len(results) != 1 else ''} ingested into {name!r}: "
            f"{chunks} chunk{'s' if chunks != 1 else ''} added"
            + (f", {failed} failed (see the table)." if failed else "."))
-    rows, docs_dd, summary = _doc_views(backend, name)
     return message_html(msg, kind), result_rows(results), rows, docs_dd, summary, None
+
+
+def cancel_uploads(backend, user, password, name, client=None) -> str:
+    """Cancel every queued or running upload job of collection ``name`` (admin only)."""
+    try:
+        require_admin(user, password, backend.settings, action="cancel an upload", client=client)
+        if not name:
+            raise InvalidInput("Select the collection whose upload should stop first.")
+        jobs = backend.jobs
+        n = 0
+        for job in jobs.list(collection=name, active=True):
+            try:
+                job = jobs.cancel(job.id)
+            except KeyError:  # finished and forgotten meanwhile
+                continue
+            n += job.state in ("queued", "running", "cancelled")
+    except Exception as e:
+        return message_html(user_message(e, "Cancelling the upload"), "error")
+    if not n:
+        return message_html(f"No upload into {name!r} is running or waiting: nothing to cancel.", "info")
+    return message_html(f"Cancelled {n} upload{'s' if n != 1 else ''} into {name!r} (a running one stops at "
+                        "its next step); the collection keeps its earlier documents.", "ok")
+
+
+def _busy_hint(backend, name, e: Exception) -> str:
+    """A lock timeout while an upload into the collection runs: say which upload and what to do."""
+    from rag.store import CollectionError
+
+    if isinstance(e, CollectionError) and _active_jobs(backend, name):
+        return (f" An upload into {name!r} is still running: wait until it finishes, or press "
+                "Cancel upload, then try again.")
+    return ""
 
 
 def delete_document(backend, user, password, name, doc_id, client=None):
@@ -220,7 +327,8 @@ def delete_document(backend, user, password, name, doc_id, client=None):
         if not n:
             raise InvalidInput(f"{doc_id!r} is not in {name!r} (already deleted?).")
     except Exception as e:
-        return message_html(user_message(e, "Deleting the document"), "error"), *(gr.skip(),) * 4
+        msg = user_message(e, "Deleting the document") + _busy_hint(backend, name, e)
+        return message_html(msg, "error"), *(gr.skip(),) * 4
     rows, docs_dd, summary = _doc_views(backend, name)
     return message_html(f"Deleted {doc_id!r} from {name!r}.", "ok"), rows, docs_dd, summary, []
 
@@ -273,7 +381,9 @@ def build(backend) -> dict:
             files = gr.File(file_count="multiple", file_types=file_types(settings), type="filepath",
                             label="Files or .zip archives", elem_id="upload-files", height=140)
             gr.Markdown(limits_text(settings), elem_classes=["hr-hint"])
-            ingest_btn = gr.Button("Ingest files", variant="primary", elem_id="ingest")
+            with gr.Row(equal_height=False, elem_classes=["hr-bar"]):
+                ingest_btn = gr.Button("Ingest files", variant="primary", scale=3, elem_id="ingest")
+                cancel_btn = gr.Button("Cancel upload", variant="stop", scale=1, elem_id="cancel-ingest")
             action_msg = gr.HTML("", elem_id="docs-msg", js_on_load=None)
             results = gr.Dataframe(headers=RESULT_COLUMNS, value=None, label="Upload results", interactive=False,
                                    wrap=True, elem_id="upload-results", datatype="str",
@@ -321,6 +431,12 @@ def build(backend) -> dict:
     up = ingest_btn.click(_upload, [files, user, password, collection],
                           [action_msg, results, docs_table, doc, summary, files], concurrency_limit=1,
                           concurrency_id="ingest", api_visibility="private")
+
+    def _cancel(u, p, n, request: gr.Request):
+        return cancel_uploads(backend, u, p, n, client=client_of(request))
+
+    # not in the "ingest" concurrency group: it must run while the upload handler follows its job
+    cancel_btn.click(_cancel, [user, password, collection], action_msg, api_visibility="private")
     preview_btn.click(lambda n, d: preview(backend, n, d), [collection, doc], chunks)
     doc.change(lambda n, d: preview(backend, n, d), [collection, doc], chunks)
     def _delete_doc(u, p, n, d, request: gr.Request):

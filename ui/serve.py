@@ -63,8 +63,10 @@ def ensure_starter(settings, backend, root: Path | None = None) -> str | None:
 
 
 def _warm(backend) -> None:
-    """Embed the router's exemplars while the page loads, so the first auto-routed answer does not wait."""
+    """Load the embedder and embed the router's exemplars while the page loads, so the first answer (and
+    ``/readyz``) does not wait."""
     try:
+        backend.engine.embedder
         backend.engine.router.warm()
     except Exception as e:  # the first answer will try again and report it
         log.warning("router warm-up: %s", user_message(e, "Warming the router"))
@@ -80,8 +82,11 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def run(args, settings) -> int:
-    """Serve the app for ``hybrid-rag serve`` (``args``: host, port, no_starter) with loaded ``settings``."""
-    from .app import build_app
+    """Serve the API and the web app on one port for ``hybrid-rag serve`` (``args``: host, port, no_starter)."""
+    import uvicorn
+
+    from api import create_app
+
     from .auth import admin_configured, not_configured_message
     from .backend import Backend
 
@@ -99,9 +104,14 @@ def run(args, settings) -> int:
     if not admin_configured(settings):
         print(f"note: {not_configured_message(settings)}", file=sys.stderr)
     threading.Thread(target=_warm, args=(backend,), name="warm-router", daemon=True).start()
-    demo, launch_kwargs = build_app(settings, backend=backend)
-    print(f"Serving hybrid-rag on http://{host}:{port} (data: {settings.data_dir})", file=sys.stderr, flush=True)
-    demo.launch(server_name=host, server_port=port, inbrowser=False, share=False, quiet=True, **launch_kwargs)
+    app = create_app(settings, backend=backend, server_name=host, server_port=port)
+    if app.state.service.keys.empty():
+        print("note: the HTTP API (/v1) refuses every request until a key exists: "
+              "`hybrid-rag keys create --name NAME --scope read|admin`.", file=sys.stderr)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"Serving hybrid-rag on http://{shown}:{port} (web app at /, API at /v1, docs at /docs; "
+          f"data: {settings.data_dir})", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     return 0
 
 

@@ -132,8 +132,9 @@ class EmbeddedClient(ChatClient):
     def _pieces(self, llm, messages, kwargs, stream: Stream) -> Iterator[str]:
         n = 0
         with _LLAMA_RUN_LOCK:
+            chunks = llm.create_chat_completion(messages=messages, stream=True, **kwargs)
             try:
-                for ch in llm.create_chat_completion(messages=messages, stream=True, **kwargs):
+                for ch in chunks:
                     choice = ch["choices"][0]
                     text = choice.get("delta", {}).get("content") or ""
                     if choice.get("finish_reason"):
@@ -146,6 +147,8 @@ class EmbeddedClient(ChatClient):
                 log.exception("the embedded model failed mid-answer")
                 raise StreamBroken("the embedded model failed mid-answer (the server log has the details); "
                                    "ask again, or configure a NIM endpoint") from None
+            finally:
+                chunks.close()  # a consumer that stopped early stops llama.cpp before the lock is released
         stream.completion_tokens = n
         stream.finish_reason = stream.finish_reason or "stop"
 

@@ -188,6 +188,10 @@ class NIMClient(ChatClient):
         except Exception as exc:  # noqa: BLE001
             err = self._classify(chat, exc)
             raise StreamBroken(f"the stream from {self.endpoint.name} broke mid-answer: {err}") from None
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()  # also when the consumer stopped early: the HTTP response is closed now
         if stream.finish_reason is None:
             raise StreamBroken(f"the stream from {self.endpoint.name} ended without a finish reason")
 

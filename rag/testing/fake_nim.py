@@ -140,8 +140,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         script = self.nim.next_script()
-        self.nim.record({"method": "POST", "path": self.path, "headers": dict(self.headers), "json": body,
-                         "t": time.perf_counter()})
+        entry = {"method": "POST", "path": self.path, "headers": dict(self.headers), "json": body,
+                 "t": time.perf_counter(), "sent": 0, "aborted": False}
+        self.nim.record(entry)  # "sent" counts content chunks as they go; "aborted": the client hung up
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._json(404, {"error": "not found"})
             return
@@ -178,6 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if i and script.chunk_delay_s:
                     time.sleep(script.chunk_delay_s)
                 self._event(chunk({"content": tok}))
+                entry["sent"] = i + 1
             self._event(chunk({}, script.finish_reason))
             if script.usage and (body.get("stream_options") or {}).get("include_usage"):
                 n_prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
@@ -188,6 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
+            entry["aborted"] = True
             self.close_connection = True
 
 

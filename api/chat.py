@@ -1,0 +1,274 @@
+"""``POST /v1/chat/completions`` and ``GET /v1/models``: the OpenAI contract over :meth:`Engine.ask`.
+
+The answer comes from the same path as the Chat tab (retrieve → route → budget → stream → citations).
+The last message is the question; earlier user/assistant messages are the history (same token budget
+as the app); system messages are not used (the app has its own instructions). RAG settings are extra
+body fields: ``collection``, ``mode``, ``top_k``. Citations: a top-level ``citations`` array (source
+``[i+1]`` is entry i) in the completion, or one extra chunk before ``data: [DONE]`` when streaming, with
+``x_hybrid_rag`` (route, reason, model, endpoint, fallbacks, timings).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from rag.answer import Done, Sources, Token
+from rag.catalog import ROUTES
+from rag.engine import Retrieved
+from rag.metrics import GENERATIONS
+
+from .errors import APIError
+from .keys import ApiKey
+from .pump import ClosingStreamingResponse, Pump
+from .schemas import ChatCompletion, ChatMessage, ChatRequest, ModelCard, ModelList
+from .service import Service, read_key, service
+
+router = APIRouter(prefix="/v1", tags=["chat"])
+
+ROUTE_IDS = ("auto", *ROUTES)
+_ROUTE_TEXT = {"auto": "the router picks speed, quality or openusd per question",
+               "speed": "fast answers", "quality": "the strongest model", "openusd": "OpenUSD code questions"}
+_SAMPLING = ("temperature", "top_p", "max_tokens", "stop", "seed", "frequency_penalty", "presence_penalty")
+META_KEYS = ("route", "reason", "mode", "model", "model_name", "api_model", "endpoint", "fallbacks", "embedded",
+             "warning", "attempts", "retrieval_ms", "ttft_ms", "total_ms", "tokens_per_s", "prompt_tokens",
+             "completion_tokens", "usage_source", "injection_flags", "chunks_dropped", "history", "params",
+             "finish_reason", "partial", "error", "citations")
+
+
+# --- models -----------------------------------------------------------------------------------------
+def _model_cards(svc: Service) -> list[ModelCard]:
+    cat = svc.engine.catalog
+    cards = [ModelCard(id=r, owned_by="hybrid-rag", x_hybrid_rag={
+        "kind": "route", "description": _ROUTE_TEXT[r], "model": None if r == "auto" else cat.model_for_route(r).id})
+        for r in ROUTE_IDS]
+    for m in cat.models:
+        cards.append(ModelCard(id=m.id, owned_by=m.id.split("/", 1)[0] if "/" in m.id else "hybrid-rag",
+                               x_hybrid_rag={"kind": "model", "name": m.name, "aliases": list(m.aliases),
+                                             "context": m.context, "embedded": m.embedded,
+                                             "endpoints": list(cat.endpoints_for(m)), "route": cat.route_of(m.id)}))
+    return cards
+
+
+@router.get("/models", response_model=ModelList, summary="Routes and catalog models (OpenAI list format)")
+def list_models(svc: Service = Depends(service), _key: ApiKey = Depends(read_key)):
+    return ModelList(data=_model_cards(svc))
+
+
+@router.get("/models/{model_id:path}", response_model=ModelCard, summary="One route or model")
+def get_model(model_id: str, svc: Service = Depends(service), _key: ApiKey = Depends(read_key)):
+    if model_id not in ROUTE_IDS:
+        model_id = svc.engine.catalog.get_model(model_id).id  # 404 for an unknown one
+    return next(c for c in _model_cards(svc) if c.id == model_id)
+
+
+# --- request → Engine.ask arguments -----------------------------------------------------------------------
+def _text(m: ChatMessage, i: int) -> str:
+    if m.content is None or isinstance(m.content, str):
+        return m.content or ""
+    parts = []
+    for p in m.content:
+        if p.type != "text":
+            raise APIError(422, f"messages[{i}]: content parts of type {p.type!r} are not supported; send text.",
+                           code="invalid_value", param=f"messages[{i}].content")
+        parts.append(p.text or "")
+    return "".join(parts)
+
+
+def conversation(messages: list[ChatMessage]) -> tuple[str, list[dict]]:
+    """(question, history): the last message must be the user's; earlier user/assistant turns are history."""
+    last = messages[-1]
+    if last.role != "user":
+        raise APIError(422, f"The last message must be the user's question (role 'user'), not {last.role!r}.",
+                       code="invalid_value", param=f"messages[{len(messages) - 1}].role")
+    question = _text(last, len(messages) - 1)
+    if not question.strip():
+        raise APIError(422, "The question (the last message) is empty.", code="invalid_value",
+                       param=f"messages[{len(messages) - 1}].content")
+    history = [{"role": m.role, "content": _text(m, i)} for i, m in enumerate(messages[:-1])
+               if m.role in ("user", "assistant")]
+    return question, history
+
+
+def ask_arguments(req: ChatRequest, svc: Service) -> dict:
+    """Keyword arguments of :meth:`Engine.ask` for ``req`` (raises 4xx :class:`APIError` on bad input)."""
+    if req.n not in (None, 1):
+        raise APIError(422, "n must be 1: one answer per request.", code="invalid_value", param="n")
+    if req.tools:
+        raise APIError(422, "tools are not supported: this endpoint answers from documents.", code="invalid_value",
+                       param="tools")
+    question, history = conversation(req.messages)
+    collection = req.collection or svc.settings.api.default_collection
+    if not collection:
+        raise APIError(422, "No collection: send \"collection\" in the request body (extra_body with the OpenAI "
+                            "SDK), or set api.default_collection on the server.", code="invalid_value",
+                       param="collection")
+    if req.model in ROUTE_IDS:
+        route, model = req.model, None
+    else:
+        route, model = "auto", svc.engine.catalog.get_model(req.model).id
+    params = {f: getattr(req, f) for f in _SAMPLING if getattr(req, f) is not None}
+    if req.max_completion_tokens is not None and "max_tokens" not in params:
+        params["max_tokens"] = req.max_completion_tokens
+    return {"question": question, "collection": collection, "history": history, "route": route, "model": model,
+            "params": params, "mode": req.mode, "k": req.top_k}
+
+
+# --- response pieces ---------------------------------------------------------------------------------
+def citations(hits, used: set[int]) -> list[dict]:
+    out = []
+    for i, h in enumerate(hits, 1):
+        c = h.chunk
+        out.append({"index": i, "cited": i in used, "document": c.source, "doc_id": c.doc_id, "title": c.title,
+                    "page": c.page, "heading": c.heading, "chunk_id": c.id, "text": c.text, "start": c.start,
+                    "end": c.end, "score": float(h.score), "fused_rank": h.fused_rank, "dense_rank": h.dense_rank,
+                    "dense_score": None if h.dense_score is None else float(h.dense_score),
+                    "sparse_rank": h.sparse_rank,
+                    "sparse_score": None if h.sparse_score is None else float(h.sparse_score)})
+    return out
+
+
+def x_meta(meta: dict, collection: str, retrieval_mode: str | None, api_ttft_ms: float | None) -> dict:
+    out = {k: meta.get(k) for k in META_KEYS if k in meta}
+    out["collection"] = collection
+    out["retrieval_mode"] = retrieval_mode
+    out["api_ttft_ms"] = api_ttft_ms
+    return out
+
+
+def usage(meta: dict) -> dict:
+    p, c = int(meta.get("prompt_tokens") or 0), int(meta.get("completion_tokens") or 0)
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+class _Answer:
+    """What the events told so far."""
+
+    def __init__(self, requested: str, collection: str):
+        self.id = "chatcmpl-" + uuid.uuid4().hex
+        self.created = int(time.time())
+        self.model = requested
+        self.collection = collection
+        self.mode = None
+        self.hits = []
+        self.meta: dict | None = None
+        self.started = False    # Sources came: an endpoint accepted the request
+        self.parts: list[str] = []
+        self.t0 = time.perf_counter()
+        self.ttft_ms: float | None = None
+
+    def take(self, ev) -> None:
+        if isinstance(ev, Retrieved):
+            self.mode = ev.result.mode
+        elif isinstance(ev, Sources):
+            self.hits, self.started = ev.hits, True
+            self.model = ev.model or self.model
+        elif isinstance(ev, Token):
+            if self.ttft_ms is None:
+                self.ttft_ms = round((time.perf_counter() - self.t0) * 1000, 2)
+            self.parts.append(ev.text)
+        elif isinstance(ev, Done):
+            self.meta = ev.meta
+
+    def citations(self) -> list[dict]:
+        used = set((self.meta or {}).get("citations", {}).get("used", []))
+        return citations(self.hits, used)
+
+    def x(self) -> dict:
+        return x_meta(self.meta or {}, self.collection, self.mode, self.ttft_ms)
+
+    def chunk(self, delta: dict | None, finish: str | None = None, **extra) -> str:
+        obj = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+               "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+async def _watch_disconnect(request: Request, pump: Pump) -> None:
+    """Stop the generation when the client goes away before the response starts (or, unstreamed, at all)."""
+    while not pump.finished.is_set():
+        if await request.is_disconnected():
+            pump.stop()
+            return
+        await asyncio.sleep(0.2)
+
+
+@router.post("/chat/completions", response_model=ChatCompletion,
+             responses={200: {"content": {"text/event-stream": {}},
+                              "description": "a chat.completion, or SSE chat.completion.chunk events when stream"}},
+             summary="Answer from a collection, with citations (OpenAI chat completions)")
+async def chat_completions(req: ChatRequest, request: Request, svc: Service = Depends(service),
+                           key: ApiKey = Depends(read_key)):
+    args = ask_arguments(req, svc)
+    svc.slots.acquire(key.name)
+    try:
+        question = args.pop("question")
+        events = await run_in_threadpool(lambda: svc.engine.ask(question, **args))
+    except BaseException:
+        svc.slots.release(key.name)
+        raise
+    GENERATIONS.inc()
+
+    def release() -> None:
+        svc.slots.release(key.name)
+        GENERATIONS.dec()
+
+    ans = _Answer(req.model, args["collection"])
+    pump = Pump(events, on_exit=release)
+    watcher = asyncio.create_task(_watch_disconnect(request, pump))
+    try:
+        # failures before the first answer text (no model available, a bad collection) are HTTP errors
+        while ans.meta is None and not ans.started:
+            ev = await pump.next()
+            if ev is Pump.END:
+                break
+            ans.take(ev)
+        if not req.stream:
+            while (ev := await pump.next()) is not Pump.END:
+                ans.take(ev)
+            return _completion(ans)
+    except BaseException:
+        pump.stop()
+        raise
+    finally:
+        watcher.cancel()
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    return ClosingStreamingResponse(_sse(pump, ans, include_usage), on_close=pump.stop, media_type="text/event-stream",
+                                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _completion(ans: _Answer) -> dict:
+    meta = ans.meta or {}
+    return {"id": ans.id, "object": "chat.completion", "created": ans.created, "model": ans.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(ans.parts)},
+                         "finish_reason": meta.get("finish_reason") or "stop"}],
+            "usage": usage(meta), "citations": ans.citations(), "x_hybrid_rag": ans.x()}
+
+
+async def _sse(pump: Pump, ans: _Answer, include_usage: bool):
+    yield ans.chunk({"role": "assistant", "content": ""})
+    try:
+        for text in ans.parts:  # tokens that arrived with the head
+            yield ans.chunk({"content": text})
+        while (ev := await pump.next()) is not Pump.END:
+            ans.take(ev)
+            if isinstance(ev, Token):
+                yield ans.chunk({"content": ev.text})
+    except Exception as e:  # the headers are sent: report in the stream, as OpenAI does
+        from .errors import error_response
+
+        yield f"data: {error_response(e, 'The answer').body.decode()}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    meta = ans.meta or {}
+    yield ans.chunk({}, meta.get("finish_reason") or "stop")
+    if include_usage:
+        yield ans.chunk(None, usage=usage(meta))
+    yield ans.chunk(None, citations=ans.citations(), x_hybrid_rag=ans.x())
+    yield "data: [DONE]\n\n"
+
+
+__all__ = ["router", "conversation", "ask_arguments", "citations"]

@@ -1,0 +1,204 @@
+"""Search, collections, documents and ingest jobs under /v1.
+
+Uploads (``POST /v1/collections/{name}/documents``, multipart, many files and .zip) are saved to a
+private staging directory and handed to the same background job queue as the Documents tab; the
+request returns ``202`` with the job at once, and the ingest goes on whatever the client does.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+
+from rag.store import CollectionNotFound
+
+from .errors import APIError
+from .keys import ApiKey
+from .schemas import (
+    CollectionCreate,
+    CollectionInfo,
+    CollectionList,
+    Deleted,
+    DocumentList,
+    JobInfo,
+    JobList,
+    SearchRequest,
+    SearchResponse,
+)
+from .service import Service, admin_key, read_key, service
+
+router = APIRouter(prefix="/v1")
+_COPY_CHUNK = 1 << 20
+
+
+# --- search ---------------------------------------------------------------------------------------------
+def hit_dict(rank: int, h) -> dict:
+    c = h.chunk
+    return {"rank": rank, "document": c.source, "doc_id": c.doc_id, "title": c.title, "page": c.page,
+            "heading": c.heading, "chunk_id": c.id, "text": c.text, "start": c.start, "end": c.end,
+            "score": float(h.score), "fused_rank": h.fused_rank, "dense_rank": h.dense_rank,
+            "dense_score": None if h.dense_score is None else float(h.dense_score), "sparse_rank": h.sparse_rank,
+            "sparse_score": None if h.sparse_score is None else float(h.sparse_score)}
+
+
+@router.post("/search", response_model=SearchResponse, tags=["search"],
+             summary="Hybrid, dense or sparse search with each hit's ranks and scores")
+def search(req: SearchRequest, svc: Service = Depends(service), _key: ApiKey = Depends(read_key)):
+    collection = req.collection or svc.settings.api.default_collection
+    if not collection:
+        raise APIError(422, "No collection: send \"collection\", or set api.default_collection on the server.",
+                       code="invalid_value", param="collection")
+    r = svc.backend.search(collection, req.query, mode=req.mode, k=req.k)
+    return {"collection": collection, "mode": r.mode, "retrieval_ms": round(r.retrieval_ms, 3),
+            "timings": {k: round(float(v), 3) for k, v in (r.timings or {}).items()},
+            "hits": [hit_dict(i, h) for i, h in enumerate(r.hits, 1)]}
+
+
+# --- collections ------------------------------------------------------------------------------------------
+def _info(svc: Service, c: dict) -> dict:
+    active = [j.id for j in svc.backend.jobs.list(collection=c["name"], active=True)]
+    return {**{k: c[k] for k in ("name", "version", "documents", "chunks", "embedder", "updated")},
+            "active_jobs": active}
+
+
+def _find(svc: Service, name: str) -> dict:
+    for c in svc.backend.collections():
+        if c["name"] == name:
+            return c
+    from rag.store import validate_name
+
+    validate_name(name)  # a hostile name gets the naming rule, not a path
+    raise CollectionNotFound(f"No collection named {name!r}: list them with GET /v1/collections, or create it "
+                             "with POST /v1/collections.")
+
+
+def _not_busy(svc: Service, name: str, action: str) -> None:
+    active = svc.backend.jobs.list(collection=name, active=True)
+    if active:
+        raise APIError(409, f"An ingest job ({active[0].id}) is running on {name!r}: wait for it, or cancel it with "
+                            f"DELETE /v1/jobs/{active[0].id}, then {action}.", code="busy")
+
+
+@router.get("/collections", response_model=CollectionList, tags=["collections"])
+def list_collections(svc: Service = Depends(service), _key: ApiKey = Depends(read_key)):
+    return {"data": [_info(svc, c) for c in svc.backend.collections()]}
+
+
+@router.post("/collections", response_model=CollectionInfo, status_code=201, tags=["collections"])
+def create_collection(req: CollectionCreate, svc: Service = Depends(service), _key: ApiKey = Depends(admin_key)):
+    svc.backend.create_collection(req.name)   # 409 when it exists, 422 for a bad name
+    return _info(svc, _find(svc, req.name))
+
+
+@router.get("/collections/{name}", response_model=CollectionInfo, tags=["collections"])
+def get_collection(name: str, svc: Service = Depends(service), _key: ApiKey = Depends(read_key)):
+    return _info(svc, _find(svc, name))
+
+
+@router.delete("/collections/{name}", response_model=Deleted, tags=["collections"])
+def delete_collection(name: str, svc: Service = Depends(service), _key: ApiKey = Depends(admin_key)):
+    _find(svc, name)
+    _not_busy(svc, name, "delete the collection")
+    svc.backend.delete_collection(name)
+    return {"id": name, "object": "collection"}
+
+
+# --- documents --------------------------------------------------------------------------------------------
+@router.get("/collections/{name}/documents", response_model=DocumentList, tags=["documents"])
+def list_documents(name: str, svc: Service = Depends(service), _key: ApiKey = Depends(read_key)):
+    _find(svc, name)
+    docs = svc.backend.open(name).documents()
+    return {"collection": name, "data": [{k: v for k, v in d.items() if k != "sha256"} for d in docs]}
+
+
+@router.delete("/collections/{name}/documents/{doc_id:path}", response_model=Deleted, tags=["documents"])
+def delete_document(name: str, doc_id: str, svc: Service = Depends(service), _key: ApiKey = Depends(admin_key)):
+    _find(svc, name)
+    _not_busy(svc, name, "delete the document")
+    if not svc.backend.remove_documents(name, [doc_id]):
+        raise APIError(404, f"No document {doc_id!r} in {name!r}: list them with GET /v1/collections/{name}/documents.",
+                       type="not_found_error", code="not_found")
+    return {"id": doc_id, "object": "document"}
+
+
+def _too_large(what: str) -> APIError:
+    return APIError(413, what, code="too_large")
+
+
+async def _save(upload: UploadFile, dest: Path, max_bytes: int, label: str) -> None:
+    size = 0
+    with open(dest, "wb") as out:
+        while chunk := await upload.read(_COPY_CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_large(f"{label} is over the {max_bytes / 2**20:.0f} MiB limit per file "
+                                 "(limits.max_file_bytes): split it, or ask the admin to raise the limit.")
+            out.write(chunk)
+
+
+@router.post("/collections/{name}/documents", status_code=202, response_model=JobInfo, tags=["documents"],
+             summary="Upload files (multipart field 'files', many; .zip too): returns the ingest job at once",
+             openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
+                 "type": "object", "required": ["files"],
+                 "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}})
+async def upload(name: str, request: Request, svc: Service = Depends(service), _key: ApiKey = Depends(admin_key)):
+    lim = svc.settings.limits
+    _find(svc, name)
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > lim.max_files_per_upload * (lim.max_file_bytes + 64 * 1024):
+        raise _too_large(f"The upload is {declared / 2**20:.0f} MiB, more than {lim.max_files_per_upload} files of "
+                         f"at most {lim.max_file_bytes / 2**20:.0f} MiB can be (limits.max_files_per_upload, "
+                         "limits.max_file_bytes): send fewer or smaller files.")
+    if "multipart/form-data" not in request.headers.get("content-type", ""):
+        raise APIError(415, "Send the files as multipart/form-data in a field named 'files' "
+                            "(curl -F files=@a.pdf -F files=@b.zip ...).", code="unsupported_media_type")
+    form = await request.form(max_files=lim.max_files_per_upload + 1, max_fields=lim.max_files_per_upload + 16)
+    try:
+        uploads = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+        if not uploads:
+            raise APIError(422, "No files: send them as multipart/form-data in a field named 'files'.",
+                           code="invalid_value", param="files")
+        if len(uploads) > lim.max_files_per_upload:
+            raise APIError(422, f"{len(uploads)} files; at most {lim.max_files_per_upload} per upload "
+                                "(limits.max_files_per_upload). Send them in smaller batches, or as a .zip.",
+                           code="invalid_value", param="files")
+        staging = svc.backend.jobs.staging_dir()
+        try:
+            files = []
+            for i, up in enumerate(uploads):
+                label = up.filename or f"file {i + 1}"
+                dest = staging / f"{i:05d}"
+                await _save(up, dest, lim.max_file_bytes, label)
+                files.append((up.filename or f"upload-{i + 1}", dest))
+            job = svc.backend.jobs.submit(name, files, owned_dir=staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    finally:
+        await form.close()
+    return JSONResponse(JobInfo(**job.to_dict()).model_dump(), status_code=202,
+                        headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+# --- jobs -----------------------------------------------------------------------------------------------
+@router.get("/jobs", response_model=JobList, tags=["jobs"])
+def list_jobs(collection: str | None = None, svc: Service = Depends(service), _key: ApiKey = Depends(admin_key)):
+    return {"data": [j.to_dict() for j in svc.backend.jobs.list(collection=collection)]}
+
+
+@router.get("/jobs/{job_id}", response_model=JobInfo, tags=["jobs"])
+def get_job(job_id: str, svc: Service = Depends(service), _key: ApiKey = Depends(admin_key)):
+    return svc.backend.jobs.get(job_id).to_dict()
+
+
+@router.delete("/jobs/{job_id}", response_model=JobInfo, tags=["jobs"],
+               summary="Cancel a job: the collection keeps its last committed version")
+def cancel_job(job_id: str, svc: Service = Depends(service), _key: ApiKey = Depends(admin_key)):
+    job = svc.backend.jobs.cancel(job_id)
+    return JSONResponse(JobInfo(**job.to_dict()).model_dump(), status_code=200 if job.finished else 202)
+
+
+__all__ = ["router", "hit_dict"]

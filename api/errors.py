@@ -1,0 +1,118 @@
+"""Errors in the OpenAI shape, ``{"error": {"message", "type", "param", "code"}}``, for every /v1 failure.
+
+The project's own exceptions map to statuses here, in one table; anything else is a 500 whose message
+carries a reference to the server log (never the exception text).
+"""
+from __future__ import annotations
+
+import logging
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rag.errors import HybridRagError, InvalidInput, user_message
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    """Raise from an endpoint to answer with ``status`` and an OpenAI-style error body."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
+        self.headers = headers or {}
+
+
+def body(message: str, type: str, code: str | None = None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def _status_of(exc: HybridRagError) -> tuple[int, str, str | None]:
+    """(status, type, code) for a project exception."""
+    from ingest.jobs import JobNotFound
+    from rag.answer import NoModelAvailable, PromptTooLong
+    from rag.catalog import UnknownModelError
+    from rag.store import CollectionError, CollectionNotFound
+
+    from .keys import KeyStoreError
+
+    if isinstance(exc, (CollectionNotFound, JobNotFound)):
+        return 404, "not_found_error", "not_found"
+    if isinstance(exc, UnknownModelError):
+        return 404, "invalid_request_error", "model_not_found"
+    if isinstance(exc, PromptTooLong):
+        return 422, "invalid_request_error", "context_length_exceeded"
+    if isinstance(exc, InvalidInput):
+        return 422, "invalid_request_error", "invalid_value"
+    if isinstance(exc, NoModelAvailable):
+        return 503, "service_unavailable", "no_model_available"
+    if isinstance(exc, KeyStoreError):
+        return 409, "invalid_request_error", "conflict"
+    if isinstance(exc, CollectionError):
+        msg = str(exc)
+        if "already exists" in msg:
+            return 409, "invalid_request_error", "conflict"
+        if "Invalid collection name" in msg:
+            return 422, "invalid_request_error", "invalid_value"
+        if "being written" in msg:
+            return 409, "invalid_request_error", "busy"
+        return 500, "server_error", "collection_error"
+    return 500, "server_error", None
+
+
+def error_response(exc: BaseException, action: str = "The request") -> JSONResponse:
+    """The JSON response for any exception raised while serving a request."""
+    if isinstance(exc, APIError):
+        return JSONResponse(body(exc.message, exc.type, exc.code, exc.param), exc.status, headers=exc.headers)
+    if isinstance(exc, HybridRagError):
+        status, type_, code = _status_of(exc)
+        return JSONResponse(body(str(exc), type_, code, getattr(exc, "param", None)), status)
+    return JSONResponse(body(user_message(exc, action), "server_error"), 500)
+
+
+def field_name(loc) -> str:
+    """``("body", "temperature")`` -> ``temperature``; ``("body", "messages", 0, "role")`` -> ``messages[0].role``."""
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "body"
+
+
+def install(app) -> None:
+    """Register the handlers on a FastAPI app."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return error_response(exc)
+
+    @app.exception_handler(HybridRagError)
+    async def _domain(request: Request, exc: HybridRagError):
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        errs = exc.errors()
+        first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
+        problems = "; ".join(f"{field_name(e.get('loc', ()))}: {e.get('msg')}" for e in errs[:5])
+        return JSONResponse(body(f"Invalid request: {problems}.", "invalid_request_error", "invalid_value",
+                                 field_name(first.get("loc", ()))), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        msg = exc.detail if isinstance(exc.detail, str) else "Request failed."
+        if exc.status_code == 404 and request.url.path.startswith("/v1"):
+            msg = f"No such endpoint: {request.method} {request.url.path}. See /docs for the API."
+        return JSONResponse(body(msg, type_), exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        return error_response(exc, f"{request.method} {request.url.path}")
+
+
+__all__ = ["APIError", "install", "error_response", "body", "field_name"]

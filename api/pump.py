@@ -1,0 +1,97 @@
+"""Run a blocking event iterator (``Engine.ask``) in its own thread and read it from async code.
+
+The thread checks a stop flag between events, so when the HTTP client goes away the generation ends at
+the next token (the iterator is closed in its own thread, which closes the model's stream: llama.cpp
+stops, the NIM's HTTP response is closed). :class:`ClosingStreamingResponse` sets the flag however the
+response ends: finished, client disconnected, or server shutting down.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any, Callable, Iterator
+
+from starlette.responses import StreamingResponse
+
+log = logging.getLogger(__name__)
+
+_ITEM, _ERROR, _END = "item", "error", "end"
+
+
+class Pump:
+    """Iterate ``it`` in a daemon thread; ``await pump.next()`` returns items, raises the iterator's
+    exception, or returns ``Pump.END``. ``stop()`` ends the iteration at the next item. ``on_exit`` runs in the
+    thread once the iterator is closed (release a concurrency slot there)."""
+
+    END = object()
+
+    def __init__(self, it: Iterator[Any], *, on_exit: Callable[[], None] | None = None, name: str = "answer"):
+        self._it = it
+        self._on_exit = on_exit
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._stop = threading.Event()
+        self.finished = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _put(self, kind: str, value=None) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, (kind, value))
+            return True
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            self._stop.set()
+            return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._it:
+                if self._stop.is_set() or not self._put(_ITEM, item):
+                    break
+        except BaseException as e:  # handed to the reader, which raises it
+            self._put(_ERROR, e)
+        finally:
+            try:
+                close = getattr(self._it, "close", None)
+                if close is not None:
+                    close()
+            except Exception:  # noqa: BLE001
+                log.exception("closing an answer stream failed")
+            finally:
+                if self._on_exit is not None:
+                    try:
+                        self._on_exit()
+                    except Exception:  # noqa: BLE001
+                        log.exception("answer stream clean-up failed")
+                self.finished.set()
+                self._put(_END)
+
+    async def next(self):
+        kind, value = await self._queue.get()
+        if kind == _ITEM:
+            return value
+        if kind == _ERROR:
+            raise value
+        self._queue.put_nowait((_END, None))  # stay at the end for later calls
+        return Pump.END
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A streaming response that calls ``on_close`` however it ends (done, client gone, cancelled)."""
+
+    def __init__(self, content, *, on_close: Callable[[], None], **kwargs):
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+__all__ = ["Pump", "ClosingStreamingResponse"]

@@ -1,0 +1,105 @@
+"""`hybrid-rag serve` as a user starts it: the web app at / and the API at /v1 on one port, a key made with
+`hybrid-rag keys create` (its last output line), and the official openai SDK as the client. Answers come
+from the fake NIM on loopback, wired in as the `local` endpoint through its base-URL variable."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TOKENS = ["Upload ", "files ", "in the ", "Documents ", "tab ", "[1]", "."]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, hybrid_rag_bin):
+    from rag.catalog import Catalog
+    from rag.testing.fake_nim import FakeNIM, Script
+
+    catalog = Catalog.load()
+    nim = FakeNIM(models=tuple(m.serves["local"] for m in catalog.models if "local" in m.serves),
+                  default=Script(tokens=TOKENS)).start()
+    root = tmp_path_factory.mktemp("api-serve")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRID_RAG")}
+    env.update({"HYBRID_RAG_DATA": str(root / "data"), catalog.endpoint("local").base_url_env: nim.base_url,
+                "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"})
+    out = subprocess.run([hybrid_rag_bin, "keys", "create", "--name", "ci", "--scope", "admin"], env=env, cwd=root,
+                         capture_output=True, text=True, check=True).stdout
+    key = out.strip().splitlines()[-1]
+    port = _free_port()
+    log = open(root / "server.log", "wb")
+    proc = subprocess.Popen([hybrid_rag_bin, "serve", "--port", str(port)], env=env, cwd=root, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:  # ready: the starter collection is built and the embedder loaded
+        assert proc.poll() is None, (root / "server.log").read_text()
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, (root / "server.log").read_text()
+        time.sleep(0.5)
+    yield {"url": url, "key": key, "nim": nim, "env": env, "root": root, "bin": hybrid_rag_bin}
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+    nim.stop()
+
+
+def test_one_port_serves_the_web_app_and_the_api(served):
+    url = served["url"]
+    page = httpx.get(url + "/", timeout=10)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    assert httpx.get(url + "/healthz").json() == {"status": "ok"}
+    assert "/v1/chat/completions" in httpx.get(url + "/openapi.json").json()["paths"]
+    assert httpx.get(url + "/v1/models").status_code == 401
+
+
+def test_the_openai_sdk_gets_an_answer_with_citations(served):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=served["url"] + "/v1", api_key=served["key"], max_retries=0, timeout=60)
+    r = client.chat.completions.create(model="speed", messages=[{"role": "user", "content": "How do I upload files?"}],
+                                       extra_body={"collection": "hybrid-rag-docs"})
+    assert r.choices[0].message.content == "".join(TOKENS)
+    cites = r.model_extra["citations"]
+    assert cites[0]["index"] == 1 and cites[0]["cited"] and cites[0]["document"]
+    assert r.model_extra["x_hybrid_rag"]["endpoint"]["name"] == "local"
+    stream = client.chat.completions.create(model="speed", stream=True, extra_body={"collection": "hybrid-rag-docs"},
+                                            messages=[{"role": "user", "content": "How do I upload files?"}])
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "".join(TOKENS)
+    assert chunks[-1].model_extra["citations"][0]["index"] == 1
+    metrics = httpx.get(served["url"] + "/metrics").text
+    assert 'hybrid_rag_ttft_seconds_count{endpoint="local"' in metrics
+
+
+def test_a_key_revoked_on_the_command_line_is_refused(served):
+    out = subprocess.run([served["bin"], "keys", "create", "--name", "temp", "--scope", "read"], env=served["env"],
+                         cwd=served["root"], capture_output=True, text=True, check=True).stdout
+    key = out.strip().splitlines()[-1]
+    assert httpx.get(served["url"] + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    r = httpx.post(served["url"] + "/v1/collections", headers={"Authorization": f"Bearer {key}"}, json={"name": "x"})
+    assert r.status_code == 403
+    subprocess.run([served["bin"], "keys", "revoke", "temp"], env=served["env"], cwd=served["root"], check=True,
+                   capture_output=True)
+    assert httpx.get(served["url"] + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    listed = subprocess.run([served["bin"], "keys", "list"], env=served["env"], cwd=served["root"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "ci" in listed and "temp" not in listed and served["key"] not in listed
