@@ -15,7 +15,6 @@ import time
 import uuid
 
 from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from rag.answer import Done, Sources, Token
 from rag.catalog import ROUTES
@@ -203,13 +202,8 @@ async def _watch_disconnect(request: Request, pump: Pump) -> None:
 async def chat_completions(req: ChatRequest, request: Request, svc: Service = Depends(service),
                            key: ApiKey = Depends(read_key)):
     args = ask_arguments(req, svc)
+    question = args.pop("question")
     svc.slots.acquire(key.name)
-    try:
-        question = args.pop("question")
-        events = await run_in_threadpool(lambda: svc.engine.ask(question, **args))
-    except BaseException:
-        svc.slots.release(key.name)
-        raise
     GENERATIONS.inc()
 
     def release() -> None:
@@ -217,7 +211,8 @@ async def chat_completions(req: ChatRequest, request: Request, svc: Service = De
         GENERATIONS.dec()
 
     ans = _Answer(req.model, args["collection"])
-    pump = Pump(events, on_exit=release)
+    # Engine.ask validates and opens the collection in the pump's thread; its errors come out of pump.next()
+    pump = Pump(lambda: svc.engine.ask(question, **args), on_exit=release, urgent=lambda ev: isinstance(ev, Token))
     watcher = asyncio.create_task(_watch_disconnect(request, pump))
     try:
         # failures before the first answer text (no model available, a bad collection) are HTTP errors

@@ -17,17 +17,23 @@ from starlette.responses import StreamingResponse
 log = logging.getLogger(__name__)
 
 _ITEM, _ERROR, _END = "item", "error", "end"
+HANDOFF_S = 0.05  # longest wait for the event loop to take an item (a busy loop must not stall generation)
 
 
 class Pump:
-    """Iterate ``it`` in a daemon thread; ``await pump.next()`` returns items, raises the iterator's
-    exception, or returns ``Pump.END``. ``stop()`` ends the iteration at the next item. ``on_exit`` runs in the
-    thread once the iterator is closed (release a concurrency slot there)."""
+    """Iterate what ``start()`` returns in a daemon thread (``start`` runs there too, so its validation and
+    set-up cost no extra thread hop); ``await pump.next()`` returns items, raises the exception of ``start``
+    or of the iterator, or returns ``Pump.END``. ``stop()`` ends the iteration at the next item. ``on_exit``
+    runs in the thread once the iterator is closed (release a concurrency slot there). For items where
+    ``urgent(item)`` is true the thread waits (briefly) until the event loop has taken the item."""
 
     END = object()
 
-    def __init__(self, it: Iterator[Any], *, on_exit: Callable[[], None] | None = None, name: str = "answer"):
-        self._it = it
+    def __init__(self, start: Callable[[], Iterator[Any]], *, on_exit: Callable[[], None] | None = None,
+                 urgent: Callable[[Any], bool] = lambda item: True, name: str = "answer"):
+        self._start = start
+        self._it = None
+        self._urgent = urgent
         self._on_exit = on_exit
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue = asyncio.Queue()
@@ -36,18 +42,27 @@ class Pump:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def _put(self, kind: str, value=None) -> bool:
+    def _put(self, kind: str, value=None, wait: bool = False) -> bool:
+        taken = threading.Event()
+
+        def deliver() -> None:
+            self._queue.put_nowait((kind, value))
+            taken.set()
+
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, (kind, value))
-            return True
+            self._loop.call_soon_threadsafe(deliver)
         except RuntimeError:  # the event loop is closed: nobody is listening any more
             self._stop.set()
             return False
+        if wait:  # this thread blocks without the GIL, so the loop sends the item at once instead of
+            taken.wait(HANDOFF_S)  # queueing behind the Python work of producing the next one
+        return True
 
     def _run(self) -> None:
         try:
+            self._it = self._start()
             for item in self._it:
-                if self._stop.is_set() or not self._put(_ITEM, item):
+                if self._stop.is_set() or not self._put(_ITEM, item, self._urgent(item)):
                     break
         except BaseException as e:  # handed to the reader, which raises it
             self._put(_ERROR, e)

@@ -22,15 +22,16 @@ class Service:
         return self.backend.engine
 
 
-def service(request: Request) -> Service:
+# async on purpose: they do not block (a stat and a dict lookup), and FastAPI would run sync ones in a thread
+async def service(request: Request) -> Service:
     return request.app.state.service
 
 
-def read_key(request: Request, svc: Service = Depends(service)) -> ApiKey:
+async def read_key(request: Request, svc: Service = Depends(service)) -> ApiKey:
     return authenticate(request, svc.keys, "read")
 
 
-def admin_key(request: Request, svc: Service = Depends(service)) -> ApiKey:
+async def admin_key(request: Request, svc: Service = Depends(service)) -> ApiKey:
     return authenticate(request, svc.keys, "admin")
 
 

@@ -12,8 +12,9 @@ token. For each request we measure
 - router: the same with ``route="auto"`` and a query vector (exemplars warmed first);
 - engine_ask_collection: ``Engine.ask`` in-process on a small collection (8 documents, hybrid retrieval with
   the app's query embedder included), until its first ``Token``;
-- api_stream: the HTTP API (``POST /v1/chat/completions``, ``stream: true``, served by uvicorn on loopback, one
-  keep-alive ``httpx`` client) on the same collection, until the first SSE chunk with answer text.
+- api_stream: the HTTP API (``POST /v1/chat/completions``, ``stream: true``, served by uvicorn on loopback) on
+  the same collection, until the first SSE chunk with answer text, timed by a client in its own process
+  (``bench/api_client.py``: one keep-alive ``httpx`` connection), as real clients are.
 
 ``api_stream - answer_manual`` is what the API path adds over calling ``answer()`` in-process (retrieval
 included, since the API retrieves); ``api_stream - engine_ask_collection`` is the HTTP layer alone.
@@ -96,9 +97,9 @@ def engine_ttft(engine, question, retrieval) -> float:
 def api_runs(n: int, warmup: int, question: str, catalog, health) -> dict[str, list[float]]:
     """TTFT through ``Engine.ask`` on a collection, and through the HTTP API on the same collection."""
     import shutil
+    import subprocess
+    import sys
     import tempfile
-
-    import httpx
 
     from api import create_app
     from api.keys import KeyStore
@@ -116,8 +117,6 @@ def api_runs(n: int, warmup: int, question: str, catalog, health) -> dict[str, l
         backend.ingest("bench", [(f"d{i}.md", (f"# Topic {i}\n\n" + f"Some passage text about topic {i}. " * 40)
                                   .encode()) for i in range(8)])
         key = KeyStore(tmp).create("bench", "read")
-        body = {"model": "speed", "collection": "bench", "stream": True,
-                "messages": [{"role": "user", "content": question}]}
 
         def engine_once() -> float:
             from rag.engine import Token
@@ -131,25 +130,29 @@ def api_runs(n: int, warmup: int, question: str, catalog, health) -> dict[str, l
             return t
 
         app = create_app(settings, backend=backend, ui=False)
-        with ServerThread(app) as srv, httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30,
-                                                    trust_env=False) as client:
-            def api_once() -> float:
-                t0 = time.perf_counter()
-                t = None
-                with client.stream("POST", srv.url + "/v1/chat/completions", json=body) as r:
-                    r.raise_for_status()
-                    for line in r.iter_lines():
-                        if t is None and '"delta":{"content":"' in line and '"content":""' not in line:
-                            t = (time.perf_counter() - t0) * 1000
-                return t
+        with ServerThread(app) as srv:
+            client = subprocess.Popen([sys.executable, "-m", "bench.api_client", srv.url, key, "bench", question],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
 
-            for _ in range(warmup):
-                engine_once()
-                api_once()
-            runs = {"engine_ask_collection": [], "api_stream": []}
-            for _ in range(n):  # interleaved, so drift on a shared machine hits both alike
-                runs["engine_ask_collection"].append(engine_once())
-                runs["api_stream"].append(api_once())
+            def api_once() -> float:
+                client.stdin.write("go\n")
+                client.stdin.flush()
+                line = client.stdout.readline().strip()
+                if not line or line.startswith("error"):
+                    raise RuntimeError(f"API client: {line or 'exited'}")
+                return float(line)
+
+            try:
+                for _ in range(warmup):
+                    engine_once()
+                    api_once()
+                runs = {"engine_ask_collection": [], "api_stream": []}
+                for _ in range(n):  # interleaved, so drift on a shared machine hits both alike
+                    runs["engine_ask_collection"].append(engine_once())
+                    runs["api_stream"].append(api_once())
+            finally:
+                client.stdin.close()
+                client.wait(10)
         backend.jobs.close(timeout=10)
         return runs
     finally:
