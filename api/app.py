@@ -1,12 +1,14 @@
 """One ASGI app on one port: FastAPI serves /v1, health, readiness and metrics; Gradio is mounted at /."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import time
+import threading
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rag import metrics
@@ -14,42 +16,11 @@ from rag import metrics
 from . import chat, documents, errors
 from .errors import APIError
 from .keys import KeyStore
+from .middleware import Guard, Metrics
 from .security import GenerationSlots
 from .service import Service
 
 log = logging.getLogger(__name__)
-
-_API_PREFIXES = ("/v1", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
-
-
-class MetricsMiddleware:
-    """Counts and times every request by route template and status (a pure ASGI middleware, so streaming
-    responses and client disconnects pass through untouched). Paths outside the API count as ``ui``."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        t0 = time.perf_counter()
-        status = [500]
-
-        async def send_(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_)
-        finally:
-            path = scope.get("path", "")
-            if path.startswith(_API_PREFIXES):
-                route = scope.get("route")
-                label = getattr(route, "path", None) or "unmatched"
-            else:
-                label = "ui"
-            metrics.record_request(label, scope.get("method", "?"), status[0], time.perf_counter() - t0)
 
 
 def readiness(svc: Service) -> tuple[bool, dict]:
@@ -58,12 +29,14 @@ def readiness(svc: Service) -> tuple[bool, dict]:
 
     checks: dict = {}
     loaded = svc.engine._embedder is not None  # loading it here would make the probe itself slow
-    checks["embedder"] = "loaded" if loaded else "loading (the server warms it at start)"
+    checks["embedder"] = "loaded" if loaded else "loading"
+    if not loaded:
+        _warm_embedder(svc)
     root = collections_root(svc.settings.data_dir)
     try:
         names = sorted(d.name for d in root.iterdir() if (d / "CURRENT").exists()) if root.is_dir() else []
     except OSError as e:
-        checks["collections"] = f"cannot list {root}: {e.strerror or e}"
+        checks["collections"] = f"cannot list the collections: {e.strerror or type(e).__name__}"
         return False, checks
     bad = []
     for n in names:
@@ -75,6 +48,26 @@ def readiness(svc: Service) -> tuple[bool, dict]:
     return loaded and not bad, checks
 
 
+_WARMING: set[int] = set()
+
+
+def _warm_embedder(svc: Service) -> None:
+    """Load the embedder in the background (once per engine), so readiness comes even if start-up warming failed."""
+    if id(svc.engine) in _WARMING:
+        return
+    _WARMING.add(id(svc.engine))
+
+    def load():
+        try:
+            svc.engine.embedder
+        except Exception:  # noqa: BLE001 - readiness keeps saying "loading"; the log says why
+            log.exception("loading the embedder failed")
+        finally:
+            _WARMING.discard(id(svc.engine))
+
+    threading.Thread(target=load, name="warm-embedder", daemon=True).start()
+
+
 def create_app(settings, *, backend=None, ui: bool = True, server_name: str = "127.0.0.1",
                server_port: int = 7860) -> FastAPI:
     """The API (and, with ``ui``, the Gradio app at /) over one :class:`ui.backend.Backend`."""
@@ -84,13 +77,22 @@ def create_app(settings, *, backend=None, ui: bool = True, server_name: str = "1
     metrics.watch_jobs(backend.jobs)
     svc = Service(settings=settings, backend=backend, keys=KeyStore(settings.data_dir),
                   slots=GenerationSlots(settings.api.max_generations_per_key, settings.api.retry_after_s))
-    app = FastAPI(title="hybrid-rag API", version=_version(), docs_url="/docs", redoc_url=None,
+    svc.engine.catalog  # loaded now, not inside the first async request that names a model
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        backend.jobs.close(timeout=10)  # queued uploads are marked cancelled ("the server stopped") on the way out
+
+    app = FastAPI(title="hybrid-rag API", version=_version(), docs_url="/docs", redoc_url=None, lifespan=lifespan,
                   description="OpenAI-compatible chat with citations over hybrid (FAISS + BM25) retrieval, plus "
                               "search, collections and ingest jobs. Authenticate with `Authorization: Bearer KEY` "
                               "(keys: `hybrid-rag keys create`). See docs/api.md.")
     app.state.service = svc
     errors.install(app)
-    app.add_middleware(MetricsMiddleware)
+    lim = settings.limits
+    app.add_middleware(Guard, service=svc, upload_cap=lim.max_files_per_upload * lim.max_file_bytes + 2**20)
+    app.add_middleware(Metrics)  # outermost: refusals by the guard are counted too
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
     def healthz():
@@ -108,8 +110,15 @@ def create_app(settings, *, backend=None, ui: bool = True, server_name: str = "1
     app.include_router(chat.router)
     app.include_router(documents.router)
 
-    @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    routes = [r for r in (*chat.router.routes, *documents.router.routes) if isinstance(r, APIRoute)]
+
+    @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+                   include_in_schema=False)
     def unknown(rest: str, request: Request):
+        allowed = sorted({m for r in routes if r.path_regex.match(request.url.path) for m in r.methods})
+        if allowed:
+            raise APIError(405, f"{request.method} is not allowed on /v1/{rest}: use {', '.join(allowed)}.",
+                           code="method_not_allowed", headers={"Allow": ", ".join(allowed)})
         raise APIError(404, f"No such endpoint: {request.method} /v1/{rest}. See /docs for the API.",
                        type="not_found_error", code="not_found")
 

@@ -4,8 +4,9 @@ The answer comes from the same path as the Chat tab (retrieve → route → budg
 The last message is the question; earlier user/assistant messages are the history (same token budget
 as the app); system messages are not used (the app has its own instructions). RAG settings are extra
 body fields: ``collection``, ``mode``, ``top_k``. Citations: a top-level ``citations`` array (source
-``[i+1]`` is entry i) in the completion, or one extra chunk before ``data: [DONE]`` when streaming, with
-``x_hybrid_rag`` (route, reason, model, endpoint, fallbacks, timings).
+``[i+1]`` is entry i) in the completion; when streaming, on the chunk just before ``data: [DONE]`` (the
+finish chunk, or the usage chunk with ``stream_options.include_usage``), with ``x_hybrid_rag`` (route,
+reason, model, endpoint, fallbacks, timings).
 """
 from __future__ import annotations
 
@@ -133,6 +134,8 @@ def citations(hits, used: set[int]) -> list[dict]:
 
 def x_meta(meta: dict, collection: str, retrieval_mode: str | None, api_ttft_ms: float | None) -> dict:
     out = {k: meta.get(k) for k in META_KEYS if k in meta}
+    if isinstance(out.get("endpoint"), dict):  # name and kind; the URL of an internal NIM is not the client's business
+        out["endpoint"] = {k: v for k, v in out["endpoint"].items() if k != "base_url"}
     out["collection"] = collection
     out["retrieval_mode"] = retrieval_mode
     out["api_ttft_ms"] = api_ttft_ms
@@ -211,8 +214,12 @@ async def chat_completions(req: ChatRequest, request: Request, svc: Service = De
         GENERATIONS.dec()
 
     ans = _Answer(req.model, args["collection"])
-    # Engine.ask validates and opens the collection in the pump's thread; its errors come out of pump.next()
-    pump = Pump(lambda: svc.engine.ask(question, **args), on_exit=release, urgent=lambda ev: isinstance(ev, Token))
+    try:  # Engine.ask validates and opens the collection in the pump's thread; its errors come out of pump.next()
+        pump = Pump(lambda: svc.engine.ask(question, **args), on_exit=release,
+                    urgent=lambda ev: isinstance(ev, Token))
+    except BaseException:
+        release()
+        raise
     watcher = asyncio.create_task(_watch_disconnect(request, pump))
     try:
         # failures before the first answer text (no model available, a bad collection) are HTTP errors
@@ -235,8 +242,15 @@ async def chat_completions(req: ChatRequest, request: Request, svc: Service = De
                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
+def _broken(meta: dict) -> APIError:
+    return APIError(502, f"The model's stream broke before the answer was complete: {meta.get('error')}. The text "
+                         "so far is not a whole answer; ask again.", type="server_error", code="upstream_broken")
+
+
 def _completion(ans: _Answer) -> dict:
     meta = ans.meta or {}
+    if meta.get("partial"):
+        raise _broken(meta)
     return {"id": ans.id, "object": "chat.completion", "created": ans.created, "model": ans.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(ans.parts)},
                          "finish_reason": meta.get("finish_reason") or "stop"}],
@@ -259,10 +273,18 @@ async def _sse(pump: Pump, ans: _Answer, include_usage: bool):
         yield "data: [DONE]\n\n"
         return
     meta = ans.meta or {}
-    yield ans.chunk({}, meta.get("finish_reason") or "stop")
+    if meta.get("partial"):  # the text so far stays with the client; the error says it is not whole
+        from .errors import error_response
+
+        yield f"data: {error_response(_broken(meta)).body.decode()}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    # The chunk just before [DONE] carries the citations: the finish chunk (so `chunk.choices[0]` works in every
+    # client loop), or with include_usage the usage chunk after it (empty choices, as OpenAI sends it).
+    extra = {"citations": ans.citations(), "x_hybrid_rag": ans.x()}
+    yield ans.chunk({}, meta.get("finish_reason") or "stop", **({} if include_usage else extra))
     if include_usage:
-        yield ans.chunk(None, usage=usage(meta))
-    yield ans.chunk(None, citations=ans.citations(), x_hybrid_rag=ans.x())
+        yield ans.chunk(None, usage=usage(meta), **extra)
     yield "data: [DONE]\n\n"
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from rag.store import CollectionNotFound
 
@@ -124,19 +126,29 @@ def delete_document(name: str, doc_id: str, svc: Service = Depends(service), _ke
     return {"id": doc_id, "object": "document"}
 
 
-def _too_large(what: str) -> APIError:
-    return APIError(413, what, code="too_large")
+def _size(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB" if n >= 1024 else f"{n} bytes"
+
+
+def _too_many(n: int | None, limit: int) -> APIError:
+    return APIError(422, f"{'More than ' + str(limit) if n is None else n} files; at most {limit} per upload "
+                         "(limits.max_files_per_upload). Send them in smaller batches, or as a .zip.",
+                    code="invalid_value", param="files")
 
 
 async def _save(upload: UploadFile, dest: Path, max_bytes: int, label: str) -> None:
+    """Copy one uploaded part to ``dest`` (file I/O in a worker thread, off the event loop)."""
     size = 0
-    with open(dest, "wb") as out:
+    out = await run_in_threadpool(open, dest, "wb")
+    try:
         while chunk := await upload.read(_COPY_CHUNK):
             size += len(chunk)
             if size > max_bytes:
-                raise _too_large(f"{label} is over the {max_bytes / 2**20:.0f} MiB limit per file "
-                                 "(limits.max_file_bytes): split it, or ask the admin to raise the limit.")
-            out.write(chunk)
+                raise APIError(413, f"{label} is over the {_size(max_bytes)} limit per file (limits.max_file_bytes): "
+                                    "split it, or ask the admin to raise the limit.", code="too_large", param="files")
+            await run_in_threadpool(out.write, chunk)
+    finally:
+        await run_in_threadpool(out.close)
 
 
 @router.post("/collections/{name}/documents", status_code=202, response_model=JobInfo, tags=["documents"],
@@ -146,36 +158,37 @@ async def _save(upload: UploadFile, dest: Path, max_bytes: int, label: str) -> N
                  "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}})
 async def upload(name: str, request: Request, svc: Service = Depends(service), _key: ApiKey = Depends(admin_key)):
     lim = svc.settings.limits
-    _find(svc, name)
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > lim.max_files_per_upload * (lim.max_file_bytes + 64 * 1024):
-        raise _too_large(f"The upload is {declared / 2**20:.0f} MiB, more than {lim.max_files_per_upload} files of "
-                         f"at most {lim.max_file_bytes / 2**20:.0f} MiB can be (limits.max_files_per_upload, "
-                         "limits.max_file_bytes): send fewer or smaller files.")
+    await run_in_threadpool(_find, svc, name)
     if "multipart/form-data" not in request.headers.get("content-type", ""):
         raise APIError(415, "Send the files as multipart/form-data in a field named 'files' "
                             "(curl -F files=@a.pdf -F files=@b.zip ...).", code="unsupported_media_type")
-    form = await request.form(max_files=lim.max_files_per_upload + 1, max_fields=lim.max_files_per_upload + 16)
+    try:
+        form = await request.form(max_files=lim.max_files_per_upload, max_fields=lim.max_files_per_upload + 16)
+    except HTTPException as e:  # Starlette's multipart errors
+        if e.status_code == 413:
+            raise
+        if "too many files" in str(e.detail).lower():
+            raise _too_many(None, lim.max_files_per_upload) from None
+        raise APIError(422, f"The upload is not readable multipart/form-data ({e.detail}); send the files in a "
+                            "field named 'files'.", code="invalid_value", param="files") from None
     try:
         uploads = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
         if not uploads:
             raise APIError(422, "No files: send them as multipart/form-data in a field named 'files'.",
                            code="invalid_value", param="files")
         if len(uploads) > lim.max_files_per_upload:
-            raise APIError(422, f"{len(uploads)} files; at most {lim.max_files_per_upload} per upload "
-                                "(limits.max_files_per_upload). Send them in smaller batches, or as a .zip.",
-                           code="invalid_value", param="files")
-        staging = svc.backend.jobs.staging_dir()
+            raise _too_many(len(uploads), lim.max_files_per_upload)
+        staging = await run_in_threadpool(svc.backend.jobs.staging_dir)
         try:
             files = []
             for i, up in enumerate(uploads):
                 label = up.filename or f"file {i + 1}"
-                dest = staging / f"{i:05d}"
+                dest = staging / f"{i:05d}"  # never the client's name on disk
                 await _save(up, dest, lim.max_file_bytes, label)
                 files.append((up.filename or f"upload-{i + 1}", dest))
             job = svc.backend.jobs.submit(name, files, owned_dir=staging)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            await run_in_threadpool(shutil.rmtree, staging, True)
             raise
     finally:
         await form.close()

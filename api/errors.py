@@ -6,6 +6,8 @@ carries a reference to the server log (never the exception text).
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rag.errors import HybridRagError, InvalidInput, user_message
 
 log = logging.getLogger(__name__)
+_URL = re.compile(r"\bhttps?://\S+?(?=[\s),;]|$)")
 
 
 class APIError(Exception):
@@ -64,13 +67,34 @@ def _status_of(exc: HybridRagError) -> tuple[int, str, str | None]:
     return 500, "server_error", None
 
 
+def _message(exc: HybridRagError, status: int, action: str) -> str:
+    """What an API client is told: the project's message, except where it would show server paths."""
+    from rag.answer import NoModelAvailable
+    from rag.errors import StoredDataError
+    from rag.store import CollectionNotFound
+
+    if isinstance(exc, NoModelAvailable):  # each endpoint's reason, without the URLs of internal endpoints
+        reasons = "; ".join(f"{f['endpoint']} ({f['model']}): {_URL.sub('<url>', str(f['reason']))}"
+                            for f in exc.fallbacks)
+        return f"No model could answer. {reasons}"
+    if isinstance(exc, CollectionNotFound):
+        name = getattr(exc, "name", None)
+        return (f"No collection named {name!r}: " if name else "No such collection: ") + (
+            "list them with GET /v1/collections, or create it with POST /v1/collections.")
+    if isinstance(exc, StoredDataError) or status >= 500:  # may name server files: logged, the client gets a ref
+        ref = uuid.uuid4().hex[:8]
+        log.error("%s failed (ref %s): %s", action, ref, exc)
+        return f"{action} failed because of a problem on the server (ref {ref}); the server log has the details."
+    return str(exc)
+
+
 def error_response(exc: BaseException, action: str = "The request") -> JSONResponse:
     """The JSON response for any exception raised while serving a request."""
     if isinstance(exc, APIError):
         return JSONResponse(body(exc.message, exc.type, exc.code, exc.param), exc.status, headers=exc.headers)
     if isinstance(exc, HybridRagError):
         status, type_, code = _status_of(exc)
-        return JSONResponse(body(str(exc), type_, code, getattr(exc, "param", None)), status)
+        return JSONResponse(body(_message(exc, status, action), type_, code, getattr(exc, "param", None)), status)
     return JSONResponse(body(user_message(exc, action), "server_error"), 500)
 
 

@@ -59,13 +59,14 @@ class Pump:
         return True
 
     def _run(self) -> None:
+        error = None
         try:
             self._it = self._start()
             for item in self._it:
                 if self._stop.is_set() or not self._put(_ITEM, item, self._urgent(item)):
                     break
         except BaseException as e:  # handed to the reader, which raises it
-            self._put(_ERROR, e)
+            error = e
         finally:
             try:
                 close = getattr(self._it, "close", None)
@@ -73,14 +74,15 @@ class Pump:
                     close()
             except Exception:  # noqa: BLE001
                 log.exception("closing an answer stream failed")
-            finally:
-                if self._on_exit is not None:
-                    try:
-                        self._on_exit()
-                    except Exception:  # noqa: BLE001
-                        log.exception("answer stream clean-up failed")
-                self.finished.set()
-                self._put(_END)
+            if self._on_exit is not None:  # before the reader hears of the end, so a retry finds its slot free
+                try:
+                    self._on_exit()
+                except Exception:  # noqa: BLE001
+                    log.exception("answer stream clean-up failed")
+            self.finished.set()
+            if error is not None:
+                self._put(_ERROR, error)
+            self._put(_END)
 
     async def next(self):
         kind, value = await self._queue.get()

@@ -15,14 +15,17 @@ class _Open(BaseModel):
 
 
 # --- chat -----------------------------------------------------------------------------------------
+MAX_TEXT = 1_000_000  # characters in one message (the body itself is capped at 8 MiB)
+
+
 class ContentPart(_Open):
     type: str
-    text: str | None = None
+    text: str | None = Field(None, max_length=MAX_TEXT)
 
 
 class ChatMessage(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
+    content: str | list[ContentPart] | None = Field(None, max_length=MAX_TEXT)
 
 
 class StreamOptions(_Open):
@@ -40,7 +43,7 @@ class ChatRequest(_Open):
     top_p: float | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = Field(None, description="same as max_tokens (newer OpenAI clients)")
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(None, max_length=1000)
     seed: int | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None

@@ -181,6 +181,8 @@ class JobManager:
                 self._cancel_requested.add(job.id)
                 log.info("jobs: cancel requested for running job %s", job.id)
                 return job
+            if job.id not in self._queue:  # another cancel (or close) took it out and is finishing it now
+                return job
             self._queue.remove(job.id)
             _files, owned = self._inputs.pop(job.id)
         _remove(owned)

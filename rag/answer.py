@@ -319,7 +319,7 @@ def _run(question, hits, history, route, model, user_params, query_vector, retri
          health, embedded_options) -> Iterator[Event]:
     t0 = time.perf_counter()
     decision = decide(question, catalog=catalog, route=route, model=model, query_vector=query_vector,
-                      router=router)
+                      router=router, passages=[h.chunk.text for h in hits])
     chosen = catalog.get_model(decision.model)
     secrets = catalog.secrets()
     fallbacks: list[dict] = []

@@ -98,7 +98,9 @@ class Engine:
     def search(self, collection: str, query: str, *, mode: str | None = None, k: int | None = None) -> RetrievalResult:
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("The query is empty: type something to search for.")
-        return self.retriever(collection).search(query, mode=mode, k=k)
+        result = self.retriever(collection).search(query, mode=mode, k=k)
+        metrics.record_retrieval(result.mode, result.retrieval_ms)
+        return result
 
     # -- the one question-to-answer path -------------------------------------------------------------
     def ask(self, question: str, *, collection: str | None = None, retrieval: RetrievalResult | None = None,

@@ -7,10 +7,17 @@ Auto mode scores each route as ``embedding_weight * similarity + matched rule we
   the data directory, keyed by a hash of router.yaml and the embedder id), so routing a query costs one
   small matrix product and a few regular expressions, never a model call;
 - rules: regular expressions for OpenUSD names (Usd, Sdf, UsdGeom, LIVRPS, .usda, prims ...), comparative
-  and multi-step wording, long-form requests, short lookups; plus a length feature.
+  and multi-step wording, long-form requests, short lookups; plus a length feature. A rule may have a negative
+  weight: evidence *against* a route (money next to "USD", an exchange rate, "prim and proper");
+- passages (optional): the retrieved chunks the answer will use. Each of the first ``passages.top_n`` is scored
+  with the OpenUSD rules alone; one whose score reaches ``passages.min_score`` is about OpenUSD. The openusd
+  score moves by ``passages.weight * (about - not_about) / n``: passages from OpenUSD docs support the route,
+  business prose counts against it. The shift is bounded by the weight, and a planted chunk can move it by at
+  most ``2 * weight / n``, only between openusd and the rest.
 
 Without a query vector (sparse-only retrieval) or with one from another embedder (a different dimension),
-only the rules count, and the reason says so. Manual mode (a route or a model chosen by the user) skips all of it.
+only the rules (and passages) count, and the reason says so. Manual mode (a route or a model chosen by the
+user) skips all of it.
 """
 from __future__ import annotations
 
@@ -45,12 +52,19 @@ class LengthSpec(Strict):
     short_weight: float = 0.15
 
 
+class PassageSpec(Strict):
+    weight: float = Field(0.5, ge=0, description="most the retrieved passages move the openusd score, either way")
+    top_n: int = Field(5, ge=1, description="how many of the best hits are looked at")
+    min_score: float = Field(1.0, description="OpenUSD rule score at which a passage counts as about OpenUSD")
+
+
 class RouterSpec(Strict):
     version: int = 1
     default_route: str = "speed"
     embedding_weight: float = Field(1.0, ge=0)
     top_k: int = Field(3, ge=1)
     length: LengthSpec = Field(default_factory=LengthSpec)
+    passages: PassageSpec = Field(default_factory=PassageSpec)
     rules: list[Rule] = Field(default_factory=list)
     exemplars: dict[str, list[str]]
 
@@ -84,6 +98,7 @@ class Router:
         self._cache_dir = cache_dir
         self._lock = threading.Lock()
         self._rules = [(r, re.compile(r.pattern, re.IGNORECASE)) for r in spec.rules]
+        self._usd_rules = [(r, rx) for r, rx in self._rules if r.route == "openusd"]
 
     @classmethod
     def from_settings(cls, settings, **kwargs) -> "Router":
@@ -159,11 +174,24 @@ class Router:
             out[route] = float(s.mean())
         return out
 
-    def score(self, query: str, query_vector: np.ndarray | None = None) -> tuple[dict[str, float], list[tuple[str, str]], str]:
-        """Per-route scores, the matched (route, label) rules, and a note on the embedding part."""
+    def passage_evidence(self, passages: list[str]) -> tuple[int, int]:
+        """(how many of the first ``top_n`` passages are about OpenUSD, how many were looked at).
+
+        A passage is about OpenUSD when the weights of the openusd rules it matches (negative ones included: an
+        exchange rate in a budget report counts against) add up to ``min_score`` or more."""
+        P = self.spec.passages
+        looked = [p for p in passages[: P.top_n] if p and p.strip()]
+        about = sum(sum(r.weight for r, rx in self._usd_rules if rx.search(p)) >= P.min_score for p in looked)
+        return about, len(looked)
+
+    def score(self, query: str, query_vector: np.ndarray | None = None, passages: list[str] | None = None
+              ) -> tuple[dict[str, float], list[tuple[str, str]], str]:
+        """Per-route scores, the matched (route, label) rules, and a note on the embedding part.
+
+        A rule with a negative weight is listed as ``("not " + route, label)``."""
         scores = {r: 0.0 for r in ROUTES}
         matched: list[tuple[str, str]] = []
-        note = ""
+        note, sims = "", None
         if query_vector is not None:
             sims = self.similarities(query_vector)
             if sims is None:
@@ -176,7 +204,7 @@ class Router:
         for rule, rx in self._rules:
             if rx.search(query):
                 scores[rule.route] += rule.weight
-                matched.append((rule.route, rule.label))
+                matched.append((rule.route if rule.weight >= 0 else f"not {rule.route}", rule.label))
         words = len(query.split())
         L = self.spec.length
         if words >= L.long_words:
@@ -185,38 +213,50 @@ class Router:
         elif words <= L.short_words:
             scores["speed"] += L.short_weight
             matched.append(("speed", f"short ({words} words)"))
+        if passages:
+            about, n = self.passage_evidence(passages)
+            if n:
+                scores["openusd"] += self.spec.passages.weight * (2 * about - n) / n
+                matched.append(("openusd" if 2 * about > n else "not openusd",
+                                f"{about}/{n} passages about OpenUSD"))
+        if sims:
+            nearest = max(sims, key=sims.get)
+            matched.append((nearest, f"closest to {nearest} examples"))
         return scores, matched, note
 
-    def route(self, query: str, query_vector: np.ndarray | None = None) -> tuple[str, str, dict]:
-        """(route, one-line reason, scores) for one query."""
-        scores, matched, note = self.score(query, query_vector)
+    def route(self, query: str, query_vector: np.ndarray | None = None, passages: list[str] | None = None
+              ) -> tuple[str, str, dict]:
+        """(route, one-line reason, scores) for one query; ``passages`` are the retrieved chunks' texts, best
+        first (optional: evidence for or against the openusd route)."""
+        scores, matched, note = self.score(query, query_vector, passages)
         best = max(scores.values())
         winners = [r for r in ROUTES if scores[r] == best]
         route = self.spec.default_route if len(winners) > 1 and self.spec.default_route in winners else winners[0]
         if best == 0.0:
             route = self.spec.default_route
-        labels = [lab for r, lab in matched if r == route]
-        parts = []
-        if labels:
-            parts.append(", ".join(dict.fromkeys(labels)))
-        if not note:
-            ranked = sorted(scores, key=scores.get, reverse=True)
-            parts.append(f"closest to {route} examples" if ranked[0] == route else "")
+        parts = [", ".join(dict.fromkeys(lab for r, lab in matched if r == route))]
+        for other in ROUTES:  # evidence that kept another route out, e.g. "not openusd: currency"
+            against = [lab for r, lab in matched if r == f"not {other}"]
+            if against and other != route:
+                parts.append(f"not {other}: " + ", ".join(dict.fromkeys(against)))
         reason = f"{route}: " + ("; ".join(p for p in parts if p) or "default route")
         if note:
             reason += f" ({note})"
         return route, reason, {r: round(s, 3) for r, s in scores.items()}
 
     def decide(self, query: str, *, catalog: Catalog, route: str = "auto", model: str | None = None,
-               query_vector: np.ndarray | None = None) -> RouteDecision:
-        return decide(query, catalog=catalog, route=route, model=model, query_vector=query_vector, router=self)
+               query_vector: np.ndarray | None = None, passages: list[str] | None = None) -> RouteDecision:
+        return decide(query, catalog=catalog, route=route, model=model, query_vector=query_vector, router=self,
+                      passages=passages)
 
 
 def decide(query: str, *, catalog: Catalog, route: str = "auto", model: str | None = None,
-           query_vector: np.ndarray | None = None, router: Router | None = None) -> RouteDecision:
+           query_vector: np.ndarray | None = None, router: Router | None = None,
+           passages: list[str] | None = None) -> RouteDecision:
     """Manual (``model`` or a named ``route``) or auto routing, resolved to a catalog model id.
 
-    Manual choices never touch the router; auto needs ``router``.
+    Manual choices never touch the router; auto needs ``router``. ``passages`` (the retrieved chunks' texts,
+    best first) are optional evidence for or against the openusd route.
     """
     if model:
         spec = catalog.get_model(model)
@@ -229,7 +269,10 @@ def decide(query: str, *, catalog: Catalog, route: str = "auto", model: str | No
                              reason=f"{route} route chosen by the user", mode="route")
     if router is None:
         raise CatalogError("Auto routing needs a router: pass router=Router.from_settings(settings, ...).")
-    r, reason, scores = router.route(query, query_vector)
+    if passages is None:
+        r, reason, scores = router.route(query, query_vector)
+    else:
+        r, reason, scores = router.route(query, query_vector, passages=passages)
     return RouteDecision(route=r, model=catalog.model_for_route(r).id, reason=reason, mode="auto", scores=scores)
 
 

@@ -363,3 +363,35 @@ def test_close_cancels_waiting_jobs_and_refuses_new_ones(managers):
     assert jobs.get(first.id).state == "done" and gate.calls == ["a"]
     with pytest.raises(HybridRagError, match="upload again"):
         jobs.submit("c", [])
+
+
+def test_two_cancels_of_one_queued_job_race_safely(managers, monkeypatch):
+    """The UI's Cancel button and DELETE /v1/jobs/{id} at once: neither fails, the job ends cancelled once."""
+    import time
+
+    import ingest.jobs as jobs_mod
+
+    slow_remove = jobs_mod._remove
+    monkeypatch.setattr(jobs_mod, "_remove", lambda p: (time.sleep(0.3), slow_remove(p)))
+    gate = Gate()
+    jobs = managers(gate)
+    first = jobs.submit("a", [])
+    assert gate.entered.wait(T)
+    second = jobs.submit("b", [])
+    errors, done = [], []
+
+    def cancel():
+        try:
+            done.append(jobs.cancel(second.id))
+        except Exception as e:  # noqa: BLE001 - the failure under test
+            errors.append(e)
+
+    threads = [threading.Thread(target=cancel) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(T)
+    assert not errors
+    assert jobs.wait(second.id, timeout=T).state == "cancelled"
+    gate.release.set()
+    assert jobs.wait(first.id, timeout=T).state == "done" and gate.calls == ["a"]

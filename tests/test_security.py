@@ -207,7 +207,7 @@ class RecordingRouter:
     def __init__(self):
         self.seen = []
 
-    def route(self, query, query_vector=None):
+    def route(self, query, query_vector=None, passages=None):
         self.seen.append((query, None if query_vector is None else np.asarray(query_vector).tolist()))
         return "speed", "recorded", {"speed": 1.0}
 
@@ -233,7 +233,8 @@ def test_instructions_in_documents_are_data_flagged_and_do_not_route(fake_nim, s
     router_a, router_b = RecordingRouter(), RecordingRouter()
     src_a, meta_a, msgs_a = _run("What do herons eat?", clean, fake_nim, catalog, router_a)
     src_b, meta_b, msgs_b = _run("What do herons eat?", dirty, fake_nim, catalog, router_b)
-    # routing looks at the question (and its vector), never at the chunks
+    # the question and its vector reach the router as they are; chunks can only nudge the openusd score, by at
+    # most router.passages.weight (tests/test_router.py bounds what one planted chunk can do)
     assert router_a.seen == router_b.seen == [("What do herons eat?", [1.0] * 4)]
     assert (meta_a["route"], meta_a["model"], meta_a["endpoint"]) == (meta_b["route"], meta_b["model"], meta_b["endpoint"])
     # the injected text is flagged, the clean one is not

@@ -440,6 +440,12 @@ def _cases(tmp_path, monkeypatch):
         ("router.length.long_weight", 0.9, lambda s: _route_scores(s, 25)["quality"], 0.9),
         ("router.length.short_words", 1, lambda s: _route_scores(s, 2)["speed"], 0.0),
         ("router.length.short_weight", 0.5, lambda s: _route_scores(s, 2)["speed"], 0.5),
+        ("router.passages.weight", 0.0,
+         lambda s: _router(s).route("zzz " * 12, passages=["from pxr import Usd"])[2]["openusd"], 0.0),
+        ("router.passages.top_n", 1,
+         lambda s: _router(s).route("zzz " * 12, passages=["from pxr import Usd", "zzz"])[2]["openusd"], 0.5),
+        ("router.passages.min_score", 9.0,
+         lambda s: _router(s).route("zzz " * 12, passages=["from pxr import Usd"])[2]["openusd"], -0.5),
     ]
 
 

@@ -32,7 +32,11 @@ class CollectionError(HybridRagError, RuntimeError):
 
 
 class CollectionNotFound(CollectionError):
-    pass
+    """No such collection; ``name`` is the collection asked for (for messages that must not show paths)."""
+
+    def __init__(self, message: str, name: str | None = None):
+        super().__init__(message)
+        self.name = name
 
 
 def validate_name(name: str) -> str:
@@ -58,7 +62,7 @@ def current_version(path: Path) -> str:
     except FileNotFoundError:
         raise CollectionNotFound(
             f"No collection named {path.name!r} in {path.parent.parent}: create it with "
-            f"`hybrid-rag ingest --collection {path.name} FILES...`.") from None
+            f"`hybrid-rag ingest --collection {path.name} FILES...`.", name=path.name) from None
     if not VERSION_RE.match(version):
         raise CollectionError(f"{path}/CURRENT is damaged ({version!r}); delete the collection and ingest again.")
     return version

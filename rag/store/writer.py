@@ -49,7 +49,7 @@ DENSE_BUILD = ("exact_max", "approx", "storage", "ivf_nlist", "hnsw_m", "hnsw_ef
 def delete_collection(name: str, data_dir: str | Path) -> None:
     path = collection_path(name, data_dir)
     if not path.is_dir():
-        raise CollectionNotFound(f"No collection named {name!r}: `hybrid-rag collections` lists them.")
+        raise CollectionNotFound(f"No collection named {name!r}: `hybrid-rag collections` lists them.", name=name)
     with writer_lock(path):
         trash = path.with_name(f".deleted-{name}-{os.getpid()}-{time.time_ns()}")
         os.rename(path, trash)
