@@ -196,6 +196,12 @@ def render(report: dict) -> str:
         rows = [[k, str(r["n"]), f(r["overhead_p50_ms"]), f(r["overhead_p95_ms"])] for k, r in tt["results"].items()]
         lines += ([f"TTFT overhead over a fake NIM with a fixed {tt.get('server_ttft_ms')} ms TTFT (ms; "
                    "raw_http is the floor)", ""] + table(["path", "n", "p50", "p95"], rows) + [""])
+        aa = tt.get("api_added")
+        if isinstance(aa, dict):
+            lines += [f"HTTP API (client in its own process) adds over answer(): p50 {f(aa['over_answer_p50_ms'])} / "
+                      f"p95 {f(aa['over_answer_p95_ms'])} ms, retrieval included; the HTTP layer alone (over Engine.ask "
+                      f"on the same collection): p50 {f(aa['http_layer_p50_ms'])} / p95 {f(aa['http_layer_p95_ms'])} ms",
+                      ""]
     cc = S.get("concurrency")
     if isinstance(cc, dict) and "collection_chunks" in cc:
         rows = [[k.split("_")[0], str(r["requests"]), str(r["errors"]),
