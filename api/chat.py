@@ -42,7 +42,7 @@ META_KEYS = ("route", "reason", "mode", "model", "model_name", "api_model", "end
 
 # --- models -----------------------------------------------------------------------------------------
 def _model_cards(svc: Service) -> list[ModelCard]:
-    cat = svc.engine.catalog
+    cat = svc.engine.live_catalog()  # with the models local NIMs list (GET /v1/models there, cached)
     cards = [ModelCard(id=r, owned_by="hybrid-rag", x_hybrid_rag={
         "kind": "route", "description": _ROUTE_TEXT[r], "model": None if r == "auto" else cat.model_for_route(r).id})
         for r in ROUTE_IDS]
@@ -50,7 +50,10 @@ def _model_cards(svc: Service) -> list[ModelCard]:
         cards.append(ModelCard(id=m.id, owned_by=m.id.split("/", 1)[0] if "/" in m.id else "hybrid-rag",
                                x_hybrid_rag={"kind": "model", "name": m.name, "aliases": list(m.aliases),
                                              "context": m.context, "embedded": m.embedded,
-                                             "endpoints": list(cat.endpoints_for(m)), "route": cat.route_of(m.id)}))
+                                             "endpoints": list(cat.endpoints_for(m)), "route": cat.route_of(m.id),
+                                             "found_locally": [ep for (mid, ep) in getattr(cat, "found", {})
+                                                               if mid == m.id] or None,
+                                             "catalog": m.id not in getattr(cat, "extra", ())}))
     return cards
 
 
@@ -62,7 +65,7 @@ def list_models(svc: Service = Depends(service), _key: ApiKey = Depends(read_key
 @router.get("/models/{model_id:path}", response_model=ModelCard, summary="One route or model")
 def get_model(model_id: str, svc: Service = Depends(service), _key: ApiKey = Depends(read_key)):
     if model_id not in ROUTE_IDS:
-        model_id = svc.engine.catalog.get_model(model_id).id  # 404 for an unknown one
+        model_id = svc.engine.live_catalog().get_model(model_id).id  # 404 for an unknown one
     return next(c for c in _model_cards(svc) if c.id == model_id)
 
 
@@ -109,8 +112,8 @@ def ask_arguments(req: ChatRequest, svc: Service) -> dict:
                        param="collection")
     if req.model in ROUTE_IDS:
         route, model = req.model, None
-    else:
-        route, model = "auto", svc.engine.catalog.get_model(req.model).id
+    else:  # a catalog model, or one a local NIM offers: Engine.ask checks it (404 when neither has it)
+        route, model = "auto", req.model
     params = {f: getattr(req, f) for f in _SAMPLING if getattr(req, f) is not None}
     if req.max_completion_tokens is not None and "max_tokens" not in params:
         params["max_tokens"] = req.max_completion_tokens

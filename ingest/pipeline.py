@@ -20,7 +20,7 @@ from rag.types import Chunk, Document
 
 from .archive import is_archive, iter_archive
 from .chunking import chunk_document
-from .formats import LoadError, load
+from .formats import LoadError, chunk_table, is_table, load, token_fit
 from .names import safe_name, unique_name
 
 log = logging.getLogger(__name__)
@@ -247,7 +247,7 @@ def _too_big(display: str, size: int, max_bytes: int) -> str:
 
 def _ingest_one(label: str, name: str, data: bytes, writer: CollectionWriter, batch: _Batch,
                 chunk_cfg: dict, embedder) -> FileResult:
-    docs = load(data, name)
+    docs = load(data, name, table_fit=token_fit(embedder.tokenizer, chunk_cfg["chunk_tokens"]))
     res = FileResult(label, "duplicate")
     added = replaced = 0
     for doc in docs:
@@ -262,8 +262,9 @@ def _ingest_one(label: str, name: str, data: bytes, writer: CollectionWriter, ba
         if twin is not None and twin != doc.doc_id:
             res.details.append(f"{doc.doc_id}: same content as {twin}")
             continue
-        chunks = chunk_document(doc, embedder.tokenizer, chunk_tokens=chunk_cfg["chunk_tokens"],
-                                overlap_tokens=chunk_cfg["overlap_tokens"])
+        chunker = chunk_table if is_table(doc) else chunk_document  # tables: one row block per chunk
+        chunks = chunker(doc, embedder.tokenizer, chunk_tokens=chunk_cfg["chunk_tokens"],
+                         overlap_tokens=chunk_cfg["overlap_tokens"])
         if not chunks:
             res.details.append(f"{doc.doc_id}: no text")
             continue

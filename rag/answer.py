@@ -29,6 +29,7 @@ from .llm import (
     LLMError,
     NeedsKey,
     StreamBroken,
+    found_note,
     make_client,
     probe,
     redact,
@@ -382,8 +383,9 @@ def _run(question, hits, history, route, model, user_params, query_vector, retri
         t_end = time.perf_counter()
         completion = stream.completion_tokens if stream.completion_tokens is not None else n_pieces
         gen_s = (t_end - t_first) if t_first else 0.0
+        note = found_note(catalog, spec.id, ep_name)
         meta = {
-            "route": decision.route, "reason": decision.reason, "mode": decision.mode,
+            "route": decision.route, "reason": decision.reason + (f"; {note}" if note else ""), "mode": decision.mode,
             "route_scores": decision.scores,
             "model": spec.id, "model_name": spec.name, "api_model": api_model,
             "endpoint": ep.describe(catalog.environ), "fallbacks": fallbacks,

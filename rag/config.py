@@ -118,7 +118,7 @@ class LimitSettings(Strict):
     max_archive_bytes: int = Field(200 * 2**20, ge=1)
     max_archive_ratio: float = Field(100, gt=1)
     allowed_types: CsvList = Field(default_factory=lambda: [
-        "pdf", "docx", "html", "htm", "md", "markdown", "txt", "text", "jsonl", "gz", "zip"])
+        "pdf", "docx", "pptx", "xlsx", "odt", "epub", "html", "htm", "md", "markdown", "rst", "txt", "text", "csv", "tsv", "jsonl", "gz", "zip", "py", "usda", "usd", "json", "yaml", "yml", "toml", "ini", "cfg", "xml", "js", "ts", "c", "h", "cpp", "hpp", "java", "go", "rs", "sh", "sql"])
 
 
 class AdminSettings(Strict):

@@ -87,6 +87,13 @@ class Engine:
         """Endpoint health, trusted for the catalog's ``health.ttl_s``."""
         return self._once("_health", lambda: HealthCache(ttl_s=self.catalog.spec.health.ttl_s))
 
+    def live_catalog(self) -> Catalog:
+        """The catalog with what local endpoints serve (``GET /v1/models``, cached for the health TTL): catalog
+        models they list are used there too, and models only they offer are extra entries."""
+        from .llm import discover
+
+        return discover(self.catalog, self.health)
+
     @property
     def router(self) -> Router:
         return self._once("_router", lambda: Router.from_settings(self.settings, embedder=self.embedder))
@@ -115,8 +122,9 @@ class Engine:
         """
         if retrieval is None and not collection:
             raise InvalidInput("No collection given: choose the collection to search.")
+        catalog = self.live_catalog() if model else self.catalog  # a model only a local server offers is valid
         params = validate_request(question, route=route, model=model, params=params, history=history,
-                                  catalog=self.catalog)  # SamplingParams: answer() does not validate them again
+                                  catalog=catalog)  # SamplingParams: answer() does not validate them again
         retriever = self.retriever(collection) if retrieval is None else None  # an unknown collection fails now
         return self._stream(question, retriever, retrieval, history, route, model, params, mode, k)
 
@@ -129,7 +137,7 @@ class Engine:
         sent, parts = [], []
         events = answer(question, retrieval.hits, history=history, route=route, model=model, params=params,
                         query_vector=retrieval.query_vector, retrieval_ms=retrieval.retrieval_ms,
-                        catalog=self.catalog, router=router, health=self.health,
+                        catalog=self.live_catalog(), router=router, health=self.health,
                         embedded_options=self.settings.offline_llm.model_dump())
         try:
             for ev in events:

@@ -68,6 +68,23 @@ def _stored_bomb_in_nested() -> bytes:
     return g.make_zip({"inner.zip": inner}, compression=zipfile.ZIP_STORED)
 
 
+EVIL_RST = (b"Visible rst text\n================\n\n.. include:: /etc/passwd\n\n.. raw:: html\n\n"
+            b"   <script>alert('RAW_HTML')</script>\n\nMore visible text.\n")
+_DRM = ('<encryption xmlns="urn:oasis:names:tc:opendocument:xmlns:container" '
+        'xmlns:enc="http://www.w3.org/2001/04/xmlenc#"><enc:EncryptedData><enc:CipherData>'
+        '<enc:CipherReference URI="EPUB/chap_1.xhtml"/></enc:CipherData></enc:EncryptedData></encryption>')
+
+
+def _truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _rst_bomb(n: int = 100) -> bytes:
+    """Substitutions of substitutions: under 2 KB that docutils would expand to 10 GB."""
+    return (".. |a| replace:: " + "|b| " * n + "\n.. |b| replace:: " + "|c| " * n + "\n.. |c| replace:: "
+            + "|d| " * n + "\n.. |d| replace:: " + "x" * 10000 + "\n\n|a|\n").encode()
+
+
 def corpus(*, include_big: bool = True) -> list[Case]:
     cases = [
         # broken PDFs
@@ -123,6 +140,48 @@ def corpus(*, include_big: bool = True) -> list[Case]:
              b"# Markup\n\n<script>window.__pwned=1</script> <img src=x onerror=\"window.__pwned=2\"> "
              b"<iframe src=\"javascript:alert(3)\"></iframe> text after.\n",
              {"markup.md": _ok("<script>", "text after")}),
+        # the formats people bring: zip-based documents, tables, reStructuredText, source text
+        Case("formats", "a good .pptx", "deck.pptx",
+             g.make_pptx([{"title": "Roadmap", "body": ["Ship the offline mode"], "notes": "speaker notes"}]),
+             {"deck.pptx": _ok("Roadmap", "Ship the offline mode", "Notes: speaker notes")}),
+        Case("formats", "a good .xlsx", "budget.xlsx", g.make_xlsx({"Budget": [["Item", "Cost"], ["Rent", 1200]]}),
+             {"budget.xlsx": _ok("| Item | Cost |", "| Rent | 1200 |")}),
+        Case("formats", "a good .csv", "budget.csv", g.budget_csv(40),
+             {"budget.csv": _ok("| Region | Quarter |", "item number 39")}),
+        Case("formats", "a good .usda", "scene.usda", b'#usda 1.0\ndef Xform "World"\n{\n}\n',
+             {"scene.usda": _ok('def Xform "World"')}),
+        Case("formats", "zip bomb as .pptx", "bomb.pptx", g.make_container_bomb("pptx", 20 << 20),
+             {"bomb.pptx": _fail("decompression bomb")}),
+        Case("formats", "zip bomb as .xlsx", "bomb.xlsx", g.make_container_bomb("xlsx", 20 << 20),
+             {"bomb.xlsx": _fail("decompression bomb")}),
+        Case("formats", "zip bomb as .odt", "bomb.odt", g.make_container_bomb("odt", 20 << 20),
+             {"bomb.odt": _fail("decompression bomb")}),
+        Case("formats", "zip bomb as .epub", "bomb.epub", g.make_container_bomb("epub", 20 << 20),
+             {"bomb.epub": _fail("decompression bomb")}),
+        Case("formats", "truncated .xlsx", "cut.xlsx", _truncated(g.make_xlsx({"S": [["a"], ["b"]]})),
+             {"cut.xlsx": _fail("damaged")}),
+        Case("formats", "password-protected .xlsx (encrypted Office file)", "locked.xlsx", g.make_encrypted_office(),
+             {"locked.xlsx": _fail("password")}),
+        Case("formats", "password-protected part inside a .pptx", "locked.pptx",
+             g.set_encrypted_flag(g.make_pptx([{"title": "Secret", "body": ["x"]}])), {"locked.pptx": _fail("password")}),
+        Case("formats", "DRM-protected .epub", "drm.epub", g.make_epub([("C", "<p>x</p>")], encryption_xml=_DRM),
+             {"drm.epub": _fail("DRM")}),
+        Case("formats", "hostile HTML inside an .epub", "hostile.epub", g.make_epub([("Chapter", g.HOSTILE_HTML)]),
+             {"hostile.epub": _ok("First visible paragraph", "cell one", lacks=tuple(
+                 m for m in g.HIDDEN_MARKERS if m != "Page title"))}),
+        Case("formats", "a billion spaces in an .odt", "spaces.odt",
+             g.make_odt('<text:p>before<text:s text:c="1000000000"/>after</text:p>'),
+             {"spaces.odt": _ok("before", "after")}),
+        Case("formats", ".rst with include of /etc/passwd and raw HTML", "evil.rst", EVIL_RST,
+             {"evil.rst": _ok("Visible rst text", lacks=("root:", "<script", "RAW_HTML", "include::"))}),
+        Case("formats", ".rst substitution bomb", "amplify.rst", _rst_bomb(), {"amplify.rst": _fail("substitutions")}),
+        Case("formats", ".csv with one 10 MB line", "one-line.csv", b"a,b\n" + b"x" * 10_000_000 + b"\n",
+             {"one-line.csv": _fail("KiB long", "quoting")}),
+        Case("formats", ".csv with a million columns", "wide.csv", b"a,b\n" + b"1," * 1_000_000 + b"\n",
+             {"wide.csv": _fail("columns")}),
+        Case("formats", "random bytes named .py", "tool.py", g.make_binary_garbage(6000, 11),
+             {"tool.py": _fail("binary")}),
+        Case("formats", "binary USD crate named .usd", "scene.usd", g.make_usdc(), {"scene.usd": _fail("usdcat")}),
         # file names
         Case("file name", "../ traversal", "../../../etc/cron.d/evil.md", b"# Traversal\n\ntraversal body\n",
              {"etc/cron.d/evil.md": _ok("traversal body")}),

@@ -242,3 +242,218 @@ def make_nested_zip(depth: int, leaf: bytes = b"deep text\n") -> bytes:
 HOSTILE_NAMES = ["../../etc/passwd", "/abs/path.txt", "C:\\Windows\\System32\\evil.txt", "a\x00b.txt",
                  "x" * 1000 + ".txt", "..", ".", "", "  ", "\u202etxt.exe", "con.txt", "dir/../../up.md",
                  "tab\tand\nnewline.txt", "日本語の文書.md"]
+
+
+# --- PowerPoint, Excel, CSV, OpenDocument, EPUB, reStructuredText -------------------------------
+
+def make_pptx(slides: list[dict], title: str | None = None) -> bytes:
+    """A .pptx from dicts with "title", "body" (lines), "table" (rows), "notes", "group" (text in a group)."""
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    prs = Presentation()
+    if title is not None:
+        prs.core_properties.title = title
+    for spec in slides:
+        slide = prs.slides.add_slide(prs.slide_layouts[1 if spec.get("title") else 6])
+        if spec.get("title"):
+            slide.shapes.title.text = spec["title"]
+            body = slide.placeholders[1]
+            body.text_frame.text = "\n".join(spec.get("body", []))
+        elif spec.get("body"):
+            box = slide.shapes.add_textbox(Inches(1), Inches(1), Inches(5), Inches(1))
+            box.text_frame.text = "\n".join(spec["body"])
+        if spec.get("table"):
+            rows = spec["table"]
+            shape = slide.shapes.add_table(len(rows), len(rows[0]), Inches(1), Inches(3), Inches(6), Inches(2))
+            for r, row in enumerate(rows):
+                for c, cell in enumerate(row):
+                    shape.table.cell(r, c).text = cell
+        if spec.get("group"):
+            group = slide.shapes.add_group_shape()
+            box = group.shapes.add_textbox(Inches(1), Inches(5), Inches(3), Inches(1))
+            box.text_frame.text = spec["group"]
+        if spec.get("notes"):
+            slide.notes_slide.notes_text_frame.text = spec["notes"]
+    buf = io.BytesIO()
+    prs.save(buf)
+    return buf.getvalue()
+
+
+def make_xlsx(sheets: dict[str, list[list]], title: str | None = None) -> bytes:
+    """A .xlsx with one sheet per entry (rows of values; None leaves a cell empty)."""
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    wb.remove(wb.active)
+    if title is not None:
+        wb.properties.title = title
+    for name, rows in sheets.items():
+        ws = wb.create_sheet(name)
+        for row in rows:
+            ws.append(row)
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
+
+
+def make_csv(rows: list[list[str]], delimiter: str = ",", encoding: str = "utf-8") -> bytes:
+    import csv
+
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=delimiter, lineterminator="\r\n").writerows(rows)
+    return buf.getvalue().encode(encoding)
+
+
+def budget_csv(n_rows: int = 500) -> bytes:
+    """A header and ``n_rows`` rows of a plausible budget table."""
+    rows = [["Region", "Quarter", "Item", "Amount (USD)", "Owner"]]
+    for i in range(n_rows):
+        rows.append([["North", "South", "East", "West"][i % 4], f"Q{i % 4 + 1}", f"item number {i}",
+                     f"{1000 + 37 * i}.{i % 100:02d}", f"owner-{i % 7}"])
+    return make_csv(rows)
+
+
+ODT_NS = ('xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+          'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+          'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+          'xmlns:draw="urn:oasis:names:tc:opendocument:xmlns:drawing:1.0" '
+          'xmlns:dc="http://purl.org/dc/elements/1.1/" '
+          'xmlns:meta="urn:oasis:names:tc:opendocument:xmlns:meta:1.0"')
+
+
+def make_odt(body_xml: str, title: str | None = None, manifest_extra: str = "",
+             mimetype: bytes = b"application/vnd.oasis.opendocument.text") -> bytes:
+    """An .odt whose office:text holds ``body_xml`` (ODF elements with the text:/table: prefixes)."""
+    content = (f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {ODT_NS} office:version="1.3">'
+               f"<office:body><office:text>{body_xml}</office:text></office:body></office:document-content>")
+    meta = (f'<?xml version="1.0" encoding="UTF-8"?><office:document-meta {ODT_NS}><office:meta>'
+            f"{'<dc:title>' + title + '</dc:title>' if title else ''}</office:meta></office:document-meta>")
+    manifest = ('<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
+                'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.3">'
+                '<manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.text"/>'
+                f'<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml">{manifest_extra}'
+                "</manifest:file-entry></manifest:manifest>")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(zipfile.ZipInfo("mimetype"), mimetype)  # first and stored, as ODF requires
+        zf.writestr("content.xml", content, zipfile.ZIP_DEFLATED)
+        zf.writestr("meta.xml", meta, zipfile.ZIP_DEFLATED)
+        zf.writestr("META-INF/manifest.xml", manifest, zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
+
+
+def make_epub(chapters: list[tuple[str, str]], title: str = "A Small Book", encryption_xml: str | None = None) -> bytes:
+    """An EPUB 3 from (toc title, xhtml body) chapters, written with ebooklib."""
+    import os
+    import tempfile
+
+    from ebooklib import epub
+
+    book = epub.EpubBook()
+    book.set_identifier("test-book")
+    book.set_title(title)
+    book.set_language("en")
+    items = []
+    for i, (name, body) in enumerate(chapters, start=1):
+        ch = epub.EpubHtml(title=name, file_name=f"chap_{i}.xhtml", lang="en")
+        ch.content = body
+        book.add_item(ch)
+        items.append(ch)
+    book.toc = items
+    book.add_item(epub.EpubNcx())
+    book.add_item(epub.EpubNav())
+    book.spine = ["nav", *items]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "book.epub")
+        epub.write_epub(path, book)
+        with open(path, "rb") as f:
+            data = f.read()
+    if encryption_xml is None:
+        return data
+    src = zipfile.ZipFile(io.BytesIO(data))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for info in src.infolist():
+            zf.writestr(info, src.read(info.filename))
+        zf.writestr("META-INF/encryption.xml", encryption_xml)
+    return buf.getvalue()
+
+
+RST = """\
+==============
+OpenUSD primer
+==============
+
+A *stage* holds prims. See :ref:`the layer guide <layers>` and :usdcpp:`UsdStage`.
+
+Layers
+======
+
+Layers are composed in strength order.
+
+.. code-block:: usda
+
+   def Xform "World" {}
+
+.. note:: Sublayers are weaker than the root layer.
+
+.. versionadded:: 23.11
+   Variant fallbacks.
+
+Payloads
+--------
+
++--------+----------+
+| Arc    | Loads    |
++========+==========+
+| payload| deferred |
++--------+----------+
+
+.. toctree::
+
+   intro
+"""
+
+
+def make_container_bomb(kind: str, expanded_bytes: int = 300 << 20) -> bytes:
+    """A zip that is sniffed as ``kind`` (pptx, xlsx, odt, epub) with one part of zeros (~1000:1)."""
+    marker = {"pptx": {"[Content_Types].xml": b"<Types/>", "ppt/presentation.xml": b"<p/>"},
+              "xlsx": {"[Content_Types].xml": b"<Types/>", "xl/workbook.xml": b"<w/>"},
+              "odt": {"mimetype": b"application/vnd.oasis.opendocument.text", "content.xml": b"<x/>"},
+              "epub": {"mimetype": b"application/epub+zip", "META-INF/container.xml": b"<c/>"}}[kind]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in marker.items():
+            zf.writestr(name, data)
+        with zf.open("bomb.bin", "w", force_zip64=True) as f:
+            block = b"\x00" * (1 << 20)
+            for _ in range(expanded_bytes >> 20):
+                f.write(block)
+    return buf.getvalue()
+
+
+def make_encrypted_office() -> bytes:
+    """The start of an OLE compound file holding an ``EncryptedPackage`` stream (a password-protected .xlsx)."""
+    header = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504
+    entry = "EncryptedPackage".encode("utf-16-le").ljust(64, b"\x00") + b"\x00" * 64
+    return header + entry + bytes(range(256)) * 8
+
+
+def make_usdc() -> bytes:
+    """The start of a binary USD crate file."""
+    return b"PXR-USDC" + b"\x00\x00\x00\x00\x08\x00\x00\x00" + bytes(range(256)) * 4
+
+
+def set_encrypted_flag(data: bytes, entry: int = -1) -> bytes:
+    """The zip with the "encrypted" flag set on one entry of its central directory (what zipfile reads)."""
+    out = bytearray(data)
+    eocd = out.rfind(b"PK\x05\x06")
+    pos = int.from_bytes(out[eocd + 16:eocd + 20], "little")
+    starts = []
+    while out[pos:pos + 4] == b"PK\x01\x02":
+        starts.append(pos)
+        n, m, k = (int.from_bytes(out[pos + o:pos + o + 2], "little") for o in (28, 30, 32))
+        pos += 46 + n + m + k
+    out[starts[entry] + 8] |= 1
+    return bytes(out)

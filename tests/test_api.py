@@ -185,6 +185,9 @@ def test_models_lists_routes_and_catalog_models(api):
     assert {"fake/model", "fake/big", "smollm2-135m-instruct"} <= set(ids)
     r = httpx.get(api.v1 + "/models/fake/model", headers=_h(api.read))
     assert r.status_code == 200 and r.json()["x_hybrid_rag"]["route"] == "speed"
+    # fake/big has no serves.local line, but the local server lists it (GET /v1/models): it is used there too
+    big = httpx.get(api.v1 + "/models/fake/big", headers=_h(api.read)).json()["x_hybrid_rag"]
+    assert big["found_locally"] == ["local"] and big["endpoints"][0] == "local" and big["catalog"] is True
     _err(httpx.get(api.v1 + "/models/nope", headers=_h(api.read)), 404, "model_not_found")
 
 

@@ -16,11 +16,18 @@ from hypothesis import strategies as st
 from ingest.archive import is_archive, iter_archive
 from ingest.formats import LoadError, load
 from ingest.formats.beir import load_beir
+from ingest.formats.code import load_code
+from ingest.formats.delimited import load_csv
 from ingest.formats.docx import load_docx
+from ingest.formats.epub import load_epub
 from ingest.formats.html import load_html
 from ingest.formats.markdown import load_markdown
+from ingest.formats.odt import load_odt
 from ingest.formats.pdf import load_pdf
+from ingest.formats.pptx import load_pptx
+from ingest.formats.rst import load_rst
 from ingest.formats.text import load_text
+from ingest.formats.xlsx import load_xlsx
 from ingest.names import safe_name, unique_name
 
 ZIP_LIMITS = dict(max_files=50, max_total_bytes=10 << 20, max_ratio=100.0)
@@ -72,6 +79,17 @@ TINY = {
              lambda data, shown: load_text(data.decode(), shown, len(data), "utf-8"), "Tiny plain text."),
     "beir": (lambda: b'{"_id": "t1", "title": "Tiny", "text": "Tiny BEIR text."}\n', "tiny.jsonl",
              lambda data, shown: load_beir(data.decode(), shown, len(data))[0], "Tiny BEIR text."),
+    "pptx": (lambda: g.make_pptx([{"title": "Tiny", "body": ["Tiny PPTX text."]}]), "tiny.pptx", load_pptx,
+             "Tiny PPTX text."),
+    "xlsx": (lambda: g.make_xlsx({"Tiny": [["Word"], ["Tiny XLSX text."]]}), "tiny.xlsx", load_xlsx, "Tiny XLSX text."),
+    "csv": (lambda: b"Word\nTiny CSV text.\n", "tiny.csv",
+            lambda data, shown: load_csv(data.decode(), shown, len(data), "utf-8", "csv"), "Tiny CSV text."),
+    "odt": (lambda: g.make_odt("<text:p>Tiny ODT text.</text:p>"), "tiny.odt", load_odt, "Tiny ODT text."),
+    "epub": (lambda: g.make_epub([("Tiny", "<p>Tiny EPUB text.</p>")]), "tiny.epub", load_epub, "Tiny EPUB text."),
+    "rst": (lambda: b"Tiny\n====\n\nTiny RST text.\n", "tiny.rst",
+            lambda data, shown: load_rst(data.decode(), shown, len(data), "utf-8"), "Tiny RST text."),
+    "code": (lambda: b"# Tiny Python text.\nx = 1\n", "tiny.py",
+             lambda data, shown: load_code(data.decode(), shown, len(data), "utf-8", "py"), "Tiny Python text."),
 }
 
 
@@ -505,7 +523,8 @@ def _starts_like_binary(text: str) -> bool:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=600), st.sampled_from(["a.txt", "a.md", "a.html", "a.pdf", "a.jsonl", "a.jsonl.gz",
-                                                  "a.docx", "a", "a.zip"]))
+                                                  "a.docx", "a", "a.zip", "a.pptx", "a.xlsx", "a.odt", "a.epub",
+                                                  "a.csv", "a.tsv", "a.rst", "a.py", "a.usda", "a.json", "a.xml"]))
 def test_arbitrary_bytes_load_or_raise_a_clear_load_error(data, name):
     try:
         text = data.decode("utf-8")

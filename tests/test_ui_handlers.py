@@ -342,6 +342,7 @@ def test_compare_refuses_bad_input(backend, kb):
 
 
 def test_votes_after_a_fallback_are_not_counted(settings, embedder, kb, nim, fake_embedded):
+    nim.models = ["fake/model"]  # the local server does not offer fake/big (else discovery would use it there)
     backend = _backend(settings, embedder, fake_catalog(nim.base_url, environ={}))  # no FAKE_NIM_KEY
     opts = _options(backend)
     hosted = next(o for o in opts if o.model == "fake/big")   # only on the keyed endpoint: falls back

@@ -119,8 +119,17 @@ def build_app(settings, *, backend: Backend | None = None):
         def on_load(*current):
             return sync(*current)
 
+        def models_now(route, picks):
+            """The model lists as they are now: a local NIM found by GET /v1/models adds its models."""
+            routes = chat.route_choices(backend.live_catalog())
+            choices, _ = compare.model_choices(backend)
+            keys = {k for _, k in choices}
+            return (gr.update(choices=routes, value=route if route in {v for _, v in routes} else "route:auto"),
+                    gr.update(choices=choices, value=[p for p in picks or [] if p in keys]))
+
+        model_dd = [chat_parts["route"], cmp_parts["models"]]
         demo.load(on_load, all_dd, all_dd).then(docs_fn, doc_parts["collection"], docs_outputs).then(
-            lb_fn, None, lb_outputs)
+            lb_fn, None, lb_outputs).then(models_now, model_dd, model_dd)
     demo.queue(default_concurrency_limit=2, max_size=64)
     quiet_queue(demo)
     launch_kwargs = {

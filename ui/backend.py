@@ -33,6 +33,10 @@ class Backend:
     def catalog(self):
         return self.engine.catalog
 
+    def live_catalog(self):
+        """The catalog with what local NIMs serve (``Engine.live_catalog``): the models a user can pick."""
+        return self.engine.live_catalog()
+
     @property
     def arena(self):
         if self._arena is None:

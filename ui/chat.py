@@ -154,7 +154,7 @@ def build(backend) -> dict:
                                     label="Retrieval mode")
                     k = gr.Slider(1, 20, value=min(settings.retrieval.k, 20), step=1, label="Top-k chunks")
                 with gr.Row():
-                    route = gr.Dropdown(route_choices(backend.catalog), value="route:auto", label="Route or model",
+                    route = gr.Dropdown(route_choices(backend.live_catalog()), value="route:auto", label="Route or model",
                                         elem_id="chat-route")
                     temperature = gr.Slider(0.0, 1.5, value=0.2, step=0.05, label="Temperature")
                     max_tokens = gr.Slider(16, 2048, value=256, step=16, label="Max tokens")
@@ -176,5 +176,5 @@ def build(backend) -> dict:
     stop.click(None, None, None, cancels=[ev_submit, ev_click])
     clear.click(lambda: ([], [], sources_html([]), meta_html(None), ""), None,
                 [chatbot, history, sources, meta, box], cancels=[ev_submit, ev_click])
-    return {"collection": collection}
+    return {"collection": collection, "route": route}
 

@@ -330,24 +330,31 @@ def leaderboard_values(backend, options: list[Contestant]):
 # layout
 # ------------------------------------------------------------------------------------------------
 
-def _choice_label(backend, c: Contestant) -> str:
+def _choice_label(catalog, c: Contestant) -> str:
     if c.embedded:
         return c.label
-    need = needs(backend.catalog, backend.catalog.get_model(c.model))
+    need = needs(catalog, catalog.get_model(c.model))
     return f"{c.label} (needs {need})" if need else c.label
+
+
+def model_choices(backend) -> tuple[list[tuple[str, str]], list[Contestant]]:
+    """(label, key) pairs for the model picker and the contestants, from the catalog with what local NIMs serve."""
+    catalog = backend.live_catalog()
+    options = contestants(catalog)
+    return [(_choice_label(catalog, c), c.key) for c in options], options
 
 
 def build(backend) -> dict:
     settings = backend.settings
     names = backend.collection_names()
-    options = contestants(backend.catalog)
+    choices, options = model_choices(backend)
     with gr.Row(equal_height=False, elem_classes=["hr-bar"]):
         question = gr.Textbox(label="Question", placeholder="One question; every model gets the same passages.",
                               scale=5, elem_id="cmp-question", max_length=4000)
         run = gr.Button("Compare", variant="primary", scale=1, min_width=100, elem_id="cmp-run")
         stop = gr.Button("Stop", variant="stop", scale=1, min_width=80, elem_id="cmp-stop")
     with gr.Row(equal_height=False):
-        picks = gr.CheckboxGroup([(_choice_label(backend, c), c.key) for c in options], value=default_selection(options),
+        picks = gr.CheckboxGroup(choices, value=default_selection(options),
                                  label="Models (2 to 4)", scale=3, elem_id="cmp-models")
         with gr.Column(scale=2, min_width=260):
             blind = gr.Checkbox(True, label="Blind: hide model names until the vote", elem_id="cmp-blind")
@@ -386,8 +393,8 @@ def build(backend) -> dict:
         download = gr.DownloadButton("Download CSV", value=csv0, size="sm", elem_id="lb-csv")
     run_outputs = [*col_parts, sources, status, *vote_btns, state]
 
-    def _run(q, c, m, kk, sel, b, mt):
-        yield from run_compare(backend, q, c, m, kk, sel, b, mt, options)
+    def _run(q, c, m, kk, sel, b, mt):  # the contestants as they are now: a local NIM may have come or gone
+        yield from run_compare(backend, q, c, m, kk, sel, b, mt, model_choices(backend)[1])
 
     ev_run = run.click(_run, [question, collection, mode, k, picks, blind, max_tokens], run_outputs,
                        concurrency_limit=2, concurrency_id="compare", show_progress="hidden")
@@ -396,7 +403,9 @@ def build(backend) -> dict:
     stop.click(None, None, None, cancels=[ev_run, ev_sub])
     lb_outputs = [chart, table, download, caption]
     for (key, _label), btn in zip(VOTES, vote_btns):
-        btn.click(lambda st, _k=key: vote(backend, _k, st, options), [state], [*run_outputs, *lb_outputs],
+        btn.click(lambda st, _k=key: vote(backend, _k, st, model_choices(backend)[1]), [state],
+                  [*run_outputs, *lb_outputs],
                   concurrency_limit=4, concurrency_id="vote")
-    refresh.click(lambda: leaderboard_values(backend, options), None, lb_outputs)
-    return {"collection": collection, "leaderboard": (lambda: leaderboard_values(backend, options), lb_outputs)}
+    refresh.click(lambda: leaderboard_values(backend, model_choices(backend)[1]), None, lb_outputs)
+    return {"collection": collection, "models": picks,
+            "leaderboard": (lambda: leaderboard_values(backend, model_choices(backend)[1]), lb_outputs)}

@@ -14,7 +14,7 @@ _PROGRAM = "Upload the document itself, not a program."
 _IMAGE_OCR = "Images are not indexed; upload a PDF with a text layer (run OCR first)."
 _REPACK = "Repack it as a .zip and upload that."
 _DECOMPRESS = "Decompress it (or repack it as .zip) and upload that."
-_RESAVE = "Save it as .docx or PDF and upload that."
+_RESAVE = "Save it in a current format (.docx, .xlsx, .pptx) or as PDF and upload that."
 
 # (magic, offset, what it is, what to do)
 _BINARY_MAGIC: list[tuple[bytes, int, str, str]] = [
@@ -40,7 +40,11 @@ _BINARY_MAGIC: list[tuple[bytes, int, str, str]] = [
     (b"ustar", 257, "a tar archive", _REPACK),
     (b"SQLite format 3\x00", 0, "an SQLite database", "Export the text you need and upload that."),
     (b"\x00asm", 0, "a WebAssembly binary", _PROGRAM),
+    (b"PXR-USDC", 0, "a binary USD crate file (.usdc)",
+     "Convert it to text with `usdcat in.usd -o out.usda` and upload the .usda file."),
 ]
+CFB_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # OLE compound file: old Office files, encrypted new ones
+_ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
 
 
 def binary_kind(data: bytes) -> tuple[str, str] | None:
@@ -53,6 +57,11 @@ def binary_kind(data: bytes) -> tuple[str, str] | None:
         if data[pe:pe + 4] == b"PE\x00\x00" or b"This program cannot be run in DOS mode" in data[:512]:
             return "a Windows executable", _PROGRAM
     return None
+
+
+def is_encrypted_office(data: bytes) -> bool:
+    """A password-protected .docx/.xlsx/.pptx: an OLE compound file holding an ``EncryptedPackage`` stream."""
+    return data.startswith(CFB_MAGIC) and _ENCRYPTED_PACKAGE in data
 
 
 def is_pdf(data: bytes, suffix: str = "") -> bool:
@@ -76,7 +85,8 @@ def zip_entry_count(data: bytes) -> int | None:
 
 
 def zip_kind(data: bytes) -> str | None:
-    """'docx', 'office' (another zip-based document format), 'zip', 'broken' or None (not a zip)."""
+    """'docx', 'pptx', 'xlsx', 'odt', 'epub', 'office' (another zip-based document format, not supported),
+    'zip', 'broken' or None (not a zip)."""
     if not data.startswith(ZIP_MAGIC):
         return None
     if (zip_entry_count(data) or 0) > ZIP_MAX_ENTRIES:
@@ -89,6 +99,16 @@ def zip_kind(data: bytes) -> str | None:
         return "broken"
     if "word/document.xml" in names:
         return "docx"
+    if "ppt/presentation.xml" in names:
+        return "pptx"
+    if "xl/workbook.xml" in names:
+        return "xlsx"
+    mimetype = mimetype.strip()
+    if mimetype == b"application/vnd.oasis.opendocument.text":
+        return "odt"
+    if mimetype == b"application/epub+zip" or (
+            not mimetype and "META-INF/container.xml" in names and any(n.endswith(".opf") for n in names)):
+        return "epub"
     if "[Content_Types].xml" in names or mimetype.startswith(b"application/") or "META-INF/MANIFEST.MF" in names:
         return "office"
     return "zip"

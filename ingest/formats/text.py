@@ -48,9 +48,10 @@ def looks_binary(text: str) -> bool:
 
 
 def binary_error(shown: str) -> LoadError:
-    return LoadError(f"{shown}: the file looks binary, not like text or a supported document "
-                     "(PDF, DOCX, HTML, Markdown, text, BEIR jsonl). Check that you picked the right file; "
-                     "if it is UTF-16 text, save it with a byte-order mark or as UTF-8.")
+    return LoadError(f"{shown}: the file looks binary, not like text or a supported document (PDF, Office, "
+                     "OpenDocument, EPUB, HTML, Markdown, reStructuredText, CSV, source code, text, BEIR jsonl). "
+                     "Check that you picked the right file; if it is UTF-16 text, save it with a byte-order mark "
+                     "or as UTF-8.")
 
 
 def decode(data: bytes, shown: str) -> tuple[str, str]:

@@ -5,6 +5,7 @@
 - :mod:`.embedded`: :class:`EmbeddedClient` runs SmolLM2-135M-Instruct with llama-cpp-python: no network,
   no key, weak answers.
 - :mod:`.health`: the per-endpoint health cache and the probe of local endpoints.
+- :mod:`.discover`: local endpoints matched to the catalog by what their ``/v1/models`` lists.
 - :mod:`.errors`: the domain exceptions (messages fit for users, keys redacted) and :func:`redact`.
 - :mod:`.base`: :class:`Stream`, the :class:`ChatClient` base class and the token estimate.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from ..catalog import Catalog, ModelSpec
 from .base import ChatClient, Stream, estimate_tokens
+from .discover import discover, found_note
 from .embedded import EmbeddedClient, load_embedded, smollm2_path
 from .errors import (
     EmbeddedUnavailable,
@@ -41,4 +43,4 @@ def make_client(catalog: Catalog, endpoint_name: str, model: ModelSpec, **kwargs
 
 __all__ = ["ChatClient", "NIMClient", "EmbeddedClient", "Stream", "make_client", "probe", "HealthCache",
            "HEALTH", "LLMError", "NeedsKey", "EndpointError", "StreamBroken", "EmbeddedUnavailable",
-           "redact", "estimate_tokens", "smollm2_path", "load_embedded"]
+           "redact", "estimate_tokens", "smollm2_path", "load_embedded", "discover", "found_note"]
