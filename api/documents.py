@@ -74,13 +74,13 @@ def _find(svc: Service, name: str) -> dict:
 
     validate_name(name)  # a hostile name gets the naming rule, not a path
     raise CollectionNotFound(f"No collection named {name!r}: list them with GET /v1/collections, or create it "
-                             "with POST /v1/collections.")
+                             "with POST /v1/collections.", name=name)
 
 
 def _not_busy(svc: Service, name: str, action: str) -> None:
     active = svc.backend.jobs.list(collection=name, active=True)
     if active:
-        raise APIError(409, f"An ingest job ({active[0].id}) is running on {name!r}: wait for it, or cancel it with "
+        raise APIError(409, f"An ingest job ({active[0].id}) is {active[0].state} on {name!r}: wait for it, or cancel it with "
                             f"DELETE /v1/jobs/{active[0].id}, then {action}.", code="busy")
 
 
@@ -102,7 +102,10 @@ def get_collection(name: str, svc: Service = Depends(service), _key: ApiKey = De
 
 @router.delete("/collections/{name}", response_model=Deleted, tags=["collections"])
 def delete_collection(name: str, svc: Service = Depends(service), _key: ApiKey = Depends(admin_key)):
-    _find(svc, name)
+    from rag.store.layout import collection_path
+
+    if not (collection_path(name, svc.settings.data_dir) / "CURRENT").exists():  # damaged ones can be deleted too
+        _find(svc, name)
     _not_busy(svc, name, "delete the collection")
     svc.backend.delete_collection(name)
     return {"id": name, "object": "collection"}

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rag.errors import HybridRagError, InvalidInput, user_message
 
 log = logging.getLogger(__name__)
+_PATH = re.compile(r"(?<![\w.:])/(?:[^\s'\"/]+/)*[^\s'\",;:)]+")
 _URL = re.compile(r"\bhttps?://\S+?(?=[\s),;]|$)")
 
 
@@ -51,6 +52,8 @@ def _status_of(exc: HybridRagError) -> tuple[int, str, str | None]:
         return 422, "invalid_request_error", "context_length_exceeded"
     if isinstance(exc, InvalidInput):
         return 422, "invalid_request_error", "invalid_value"
+    if isinstance(exc, NoModelAvailable) and exc.too_long:
+        return 422, "invalid_request_error", "context_length_exceeded"
     if isinstance(exc, NoModelAvailable):
         return 503, "service_unavailable", "no_model_available"
     if isinstance(exc, KeyStoreError):
@@ -63,7 +66,7 @@ def _status_of(exc: HybridRagError) -> tuple[int, str, str | None]:
             return 422, "invalid_request_error", "invalid_value"
         if "being written" in msg:
             return 409, "invalid_request_error", "busy"
-        return 500, "server_error", "collection_error"
+        return 500, "server_error", "collection_unreadable"
     return 500, "server_error", None
 
 
@@ -71,7 +74,7 @@ def _message(exc: HybridRagError, status: int, action: str) -> str:
     """What an API client is told: the project's message, except where it would show server paths."""
     from rag.answer import NoModelAvailable
     from rag.errors import StoredDataError
-    from rag.store import CollectionNotFound
+    from rag.store import CollectionError, CollectionNotFound
 
     if isinstance(exc, NoModelAvailable):  # each endpoint's reason, without the URLs of internal endpoints
         reasons = "; ".join(f"{f['endpoint']} ({f['model']}): {_URL.sub('<url>', str(f['reason']))}"
@@ -81,6 +84,8 @@ def _message(exc: HybridRagError, status: int, action: str) -> str:
         name = getattr(exc, "name", None)
         return (f"No collection named {name!r}: " if name else "No such collection: ") + (
             "list them with GET /v1/collections, or create it with POST /v1/collections.")
+    if isinstance(exc, CollectionError) and status >= 500:  # damaged: what to do, without the server's paths
+        return _PATH.sub("<data dir>", str(exc))
     if isinstance(exc, StoredDataError) or status >= 500:  # may name server files: logged, the client gets a ref
         ref = uuid.uuid4().hex[:8]
         log.error("%s failed (ref %s): %s", action, ref, exc)
@@ -121,6 +126,9 @@ def install(app) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         errs = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errs):
+            return JSONResponse(body("The request body is not valid JSON: send a JSON object with "
+                                     "Content-Type: application/json.", "invalid_request_error", "invalid_json"), 422)
         first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
         problems = "; ".join(f"{field_name(e.get('loc', ()))}: {e.get('msg')}" for e in errs[:5])
         return JSONResponse(body(f"Invalid request: {problems}.", "invalid_request_error", "invalid_value",

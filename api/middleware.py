@@ -34,7 +34,7 @@ def _size(n: int) -> str:
 
 
 async def _send_json(send, status: int, payload: dict, headers: dict | None = None) -> None:
-    raw = json.dumps(payload).encode()
+    raw = json.dumps(payload, separators=(",", ":")).encode()
     hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
     hdrs += [(k.lower().encode(), str(v).encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": hdrs})

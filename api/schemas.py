@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Mode = Literal["sparse", "dense", "hybrid"]
 
@@ -25,7 +25,16 @@ class ContentPart(_Open):
 
 class ChatMessage(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = Field(None, max_length=MAX_TEXT)
+    content: str | list[ContentPart] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _bounded(cls, v):
+        if isinstance(v, str) and len(v) > MAX_TEXT:
+            raise ValueError(f"at most {MAX_TEXT:,} characters per message ({len(v):,} sent)")
+        if isinstance(v, list) and len(v) > 100:
+            raise ValueError(f"at most 100 content parts per message ({len(v)} sent)")
+        return v
 
 
 class StreamOptions(_Open):
@@ -235,4 +244,5 @@ class JobList(BaseModel):
     data: list[JobInfo]
 
 
-__all__ = [n for n in dir() if n[0].isupper() and n not in ("Any", "BaseModel", "ConfigDict", "Field", "Literal")]
+__all__ = [n for n in dir() if n[0].isupper() and n not in ("Any", "BaseModel", "ConfigDict", "Field", "Literal",
+                                                             "MAX_TEXT")]

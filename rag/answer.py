@@ -56,8 +56,9 @@ CONDENSED_CHARS = 160         # per earlier question in the condensed-history no
 class NoModelAvailable(LLMError):
     """Every endpoint in the fallback chain failed; ``fallbacks`` lists each reason."""
 
-    def __init__(self, fallbacks: list[dict]):
+    def __init__(self, fallbacks: list[dict], too_long: bool = False):
         self.fallbacks = fallbacks
+        self.too_long = too_long  # every endpoint that was reachable refused the question as too long
         lines = "; ".join(f"{f['endpoint']} ({f['model']}): {f['reason']}" for f in fallbacks)
         super().__init__(f"No model could answer. {lines}")
 
@@ -324,6 +325,7 @@ def _run(question, hits, history, route, model, user_params, query_vector, retri
     chosen = catalog.get_model(decision.model)
     secrets = catalog.secrets()
     fallbacks: list[dict] = []
+    attempts: list[bool] = []  # per endpoint that was tried: did it refuse the prompt as too long?
 
     for spec, ep_name in _candidates(catalog, chosen, decision.mode):
         ep = catalog.endpoint(ep_name)
@@ -357,6 +359,7 @@ def _run(question, hits, history, route, model, user_params, query_vector, retri
             fallbacks.append({"endpoint": ep_name, "model": spec.id, "reason": redact(str(e), secrets)})
             continue
         except (LLMError, EmbeddedUnavailable) as e:
+            attempts.append(isinstance(e, PromptTooLong))
             reason = redact(str(e), secrets)
             if isinstance(e, EndpointError) and ep.kind != "embedded":
                 # no HTTP status: the endpoint itself is unreachable; with one: only this model failed
@@ -408,7 +411,7 @@ def _run(question, hits, history, route, model, user_params, query_vector, retri
         }
         yield Done(meta)
         return
-    raise NoModelAvailable(fallbacks)
+    raise NoModelAvailable(fallbacks, too_long=bool(attempts) and all(attempts))
 
 
 __all__ = ["answer", "validate_request", "Sources", "Token", "Done", "Event", "Citations", "parse_citations", "build_prompt", "injection_flags",

@@ -61,7 +61,10 @@ class SamplingParams(Strict):
         """These values, overridden by the values set in ``other``."""
         if other is None:
             return self
-        return SamplingParams(**{**self.model_dump(exclude_none=True), **other.model_dump(exclude_none=True)})
+        merged = {**self.model_dump(exclude_none=True), **other.model_dump(exclude_none=True)}
+        if self.stop and other.stop:  # the model's own stop sequences (end-of-turn markers) stay
+            merged["stop"] = list(dict.fromkeys([*self.stop, *other.stop]))[:16]
+        return SamplingParams(**merged)
 
     def request_fields(self) -> dict:
         """The fields to send (unset ones are left to the server)."""

@@ -209,6 +209,7 @@ def test_models_lists_routes_and_catalog_models(api):
     ({"messages": [{"role": "assistant", "content": "hi"}]}, "messages[0].role"),
     ({"messages": [{"role": "user", "content": "   "}]}, "messages[0].content"),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": "x" * 1_000_001}]}, "messages[0].content"),
 ])
 def test_bad_chat_requests_are_422_naming_the_field(api, extra, param):
     body = {"model": "speed", "collection": "docs", "messages": [{"role": "user", "content": "cats?"}], **extra}
@@ -216,6 +217,32 @@ def test_bad_chat_requests_are_422_naming_the_field(api, extra, param):
     e = _err(httpx.post(api.v1 + "/chat/completions", headers=_h(api.read), json=body, timeout=30), 422)
     assert e["param"] == param, e
     assert not api.nim.chat_requests  # nothing reached the model
+
+
+def test_a_question_too_long_for_every_model_is_422(api, fake_embedded):
+    # fake/model: 512 tokens; the embedded model 2,048; fake/big (128k) is off
+    api.svc.backend.engine._catalog = fake_catalog(api.nim.base_url, context=512, fallback_order=("local", "embedded"))
+    api.nim.models = ["fake/model"]
+    body = {"model": "speed", "collection": "docs", "messages": [{"role": "user", "content": "why " * 3000}]}
+    e = _err(httpx.post(api.v1 + "/chat/completions", headers=_h(api.read), json=body, timeout=30), 422,
+             "context_length_exceeded")
+    assert "too long" in e["message"]
+
+
+def test_malformed_json_and_damaged_collections(api):
+    r = httpx.post(api.v1 + "/search", headers={**_h(api.read), "content-type": "application/json"}, content=b"{nope")
+    e = _err(r, 422, "invalid_json")
+    assert "not valid JSON" in e["message"]
+    (api.settings.data_dir / "collections" / "docs" / "CURRENT").write_text("v999999")
+    from rag.store.reader import _CACHE
+
+    _CACHE.clear()
+    e = _err(httpx.post(api.v1 + "/search", headers=_h(api.read), json={"query": "q", "collection": "docs"}), 500,
+             "collection_unreadable")
+    assert str(api.settings.data_dir) not in e["message"]
+    r = httpx.delete(api.v1 + "/collections/docs", headers=_h(api.admin))  # a damaged one can still be deleted
+    assert r.status_code == 200, r.text
+    _err(httpx.get(api.v1 + "/collections/docs", headers=_h(api.admin)), 404)
 
 
 def test_unknown_model_and_collection_are_404(api):

@@ -37,7 +37,12 @@ class Collection:
         self.name, self.path, self.version = name, path, version
         vdir = path / version
         self.vdir = vdir
-        self.manifest = json.loads((vdir / "manifest.json").read_text())
+        try:
+            self.manifest = json.loads((vdir / "manifest.json").read_text())
+        except (OSError, ValueError) as e:
+            raise CollectionError(
+                f"Collection {name!r} cannot be read: its version {version} is missing or damaged "
+                f"({type(e).__name__}); delete the collection and ingest again.") from None
         if self.manifest.get("format") != FORMAT:
             raise CollectionError(
                 f"Collection {name!r} has format {self.manifest.get('format')}, this build reads {FORMAT}: "
