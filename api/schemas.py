@@ -223,6 +223,15 @@ class FileResultInfo(BaseModel):
     details: list[str]
 
 
+class FileStateInfo(BaseModel):
+    name: str
+    state: str = Field(..., description="queued | loading | embedding | embedded | committed | duplicate | failed | "
+                                        "cancelled")
+    chunks: int
+    embedded: int
+    detail: str
+
+
 class JobInfo(BaseModel):
     id: str
     object: Literal["job"] = "job"
@@ -237,6 +246,8 @@ class JobInfo(BaseModel):
     chunks: int
     error: str | None
     results: list[FileResultInfo]
+    file_states: list[FileStateInfo] = Field(default_factory=list, description="each file's state as the job runs "
+                                             "(committed files are searchable before the job ends)")
 
 
 class JobList(BaseModel):

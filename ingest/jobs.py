@@ -3,9 +3,10 @@ submitted them, report progress, and can be cancelled.
 
 The HTTP API and the Documents tab share one :class:`JobManager` (``Backend.jobs``). A caller saves the
 uploaded files into :meth:`JobManager.staging_dir`, submits them with ``owned_dir`` set to that directory,
-and follows the job with :meth:`JobManager.wait` or :meth:`JobManager.get`. The staging directory is
-deleted when the job ends, whatever the outcome. Cancelling a running job makes the pipeline raise
-:class:`~ingest.pipeline.IngestCancelled` before its commit, so the collection keeps its last version.
+and follows the job with :meth:`JobManager.wait` or :meth:`JobManager.get`; ``Job.file_states`` says where each
+file is while it runs. The staging directory is deleted when the job ends, whatever the outcome. Cancelling a
+running job makes the pipeline raise :class:`~ingest.pipeline.IngestCancelled` at its next step: files it had
+already committed stay (the job's ``results``), the others are not added.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from typing import Callable
 
 from rag.errors import HybridRagError, user_message
 
-from .pipeline import IngestCancelled
+from .pipeline import FileState, IngestCancelled
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ FINAL_STATES = frozenset(("done", "failed", "cancelled"))
 _STAGING_RE = re.compile(r"^job-(\d+)-([0-9a-f]{8})-")  # job-<pid>-<manager token>-<random>
 _LIVE_TOKENS: set[str] = set()  # the managers of this process
 
+# ingest_fn(collection, files, progress, cancelled): ``progress(frac, message)`` also has a ``files(states)``
+# method, which ingest.pipeline.ingest() finds and calls with the per-file states (a tuple of FileState)
 IngestFn = Callable[[str, list, Callable[[float, str], None], Callable[[], bool]], list]
 
 
@@ -52,6 +55,7 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     chunks: int = 0
+    file_states: tuple = ()  # FileState per file (archive members in place of their archive), input order
 
     @property
     def finished(self) -> bool:
@@ -62,6 +66,7 @@ class Job:
                 "message": self.message, "files": list(self.files), "created_at": self.created_at,
                 "started_at": self.started_at, "finished_at": self.finished_at, "chunks": self.chunks,
                 "error": self.error,
+                "file_states": [s.as_dict() for s in self.file_states],
                 "results": [{"name": r.name, "status": r.status, "chunks": r.chunks, "documents": r.documents,
                              "error": r.error, "details": list(r.details)} for r in self.results]}
 
@@ -125,6 +130,7 @@ class JobManager:
         """Queue an ingest of ``files`` into ``collection``; ``owned_dir`` is deleted when the job ends."""
         files = [(str(name), path) for name, path in files]
         job = Job(uuid.uuid4().hex, collection, [name for name, _ in files])
+        job.file_states = tuple(FileState(name) for name in job.files)
         with self._cond:
             if self._closing:
                 raise HybridRagError("The ingest queue is shut down (the server is stopping); upload again "
@@ -172,7 +178,8 @@ class JobManager:
 
     # -- cancelling and stopping -------------------------------------------------------------------
     def cancel(self, job_id: str) -> Job:
-        """Queued: cancelled at once, never runs. Running: stops before its commit. Finished: unchanged."""
+        """Queued: cancelled at once, never runs. Running: stops at its next step (files it already committed
+        stay). Finished: unchanged."""
         with self._cond:
             job = self._get(job_id)
             if job.finished:
@@ -228,6 +235,13 @@ class JobManager:
             with self._cond:
                 job.progress, job.message = frac, str(message)
 
+        def file_states(states) -> None:
+            states = tuple(states)
+            with self._cond:
+                job.file_states = states
+
+        progress.files = file_states
+
         def cancelled() -> bool:
             with self._cond:
                 return job.id in self._cancel_requested
@@ -236,8 +250,8 @@ class JobManager:
         try:
             results = list(self._ingest_fn(job.collection, files, progress, cancelled) or [])
             state, error = "done", None
-        except IngestCancelled as e:
-            state, error = "cancelled", str(e)
+        except IngestCancelled as e:  # what it committed before the cancel stays
+            state, error, results = "cancelled", str(e), list(e.results)
         except Exception as e:  # the worker keeps serving later jobs
             error = user_message(e, f"Ingesting into {job.collection!r}")
         finally:
@@ -251,6 +265,9 @@ class JobManager:
             job.error = error
             if state == "done":
                 job.progress = 1.0
+            elif any(not s.final for s in job.file_states):  # never started, or stopped without saying
+                job.file_states = tuple(s if s.final else FileState(s.name, state, detail="not ingested")
+                                        for s in job.file_states)
             job.finished_at = time.time()
             job.state = state
             self._cancel_requested.discard(job.id)

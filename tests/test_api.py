@@ -455,6 +455,9 @@ def test_upload_returns_a_job_with_per_file_results(api):
     assert status == {"owls.md": "added", "birds.zip/wren.md": "added", "birds.zip/lark.txt": "added",
                       "cats.md": "duplicate", "broken.pdf": "failed", "tool.exe": "failed"}
     assert job["chunks"] == 3
+    states = {f["name"]: f["state"] for f in job["file_states"]}
+    assert states["owls.md"] == states["birds.zip/wren.md"] == "committed" and states["cats.md"] == "duplicate"
+    assert states["broken.pdf"] == "failed"
     assert _metric(api, "hybrid_rag_ingest_chunks_total") == chunks_before + 3
     assert _metric(api, "hybrid_rag_ingest_chunks_per_second_count") >= 1
     reasons = {x["name"]: x["error"] for x in job["results"]}

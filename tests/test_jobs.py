@@ -170,6 +170,13 @@ def test_a_job_runs_to_done_with_per_file_results(settings, emb, managers):
             "finished_at", "chunks", "error", "results"} <= set(d)
     assert d["state"] == "done" and d["files"][2] == "corrupt.pdf"
     assert {"name", "status", "chunks", "documents", "error", "details"} == set(d["results"][0])
+    states = {x["name"]: x for x in d["file_states"]}  # one per file, each in its final state
+    assert {n: x["state"] for n, x in states.items()} == {
+        "cats.md": "committed", "twin.md": "duplicate", "corrupt.pdf": "failed", "setup.exe": "failed",
+        "dogs.txt": "committed"}
+    assert states["cats.md"]["chunks"] == states["cats.md"]["embedded"] == by_name["cats.md"].chunks
+    assert "not accepted" in states["setup.exe"]["detail"]
+    assert set(d["file_states"][0]) == {"name", "state", "chunks", "embedded", "detail"}
 
     again, staging2 = _stage(jobs, cats__md=CATS)
     second = jobs.wait(jobs.submit("kb", again, owned_dir=staging2).id, timeout=T)
@@ -201,6 +208,7 @@ def test_cancel_while_queued_never_runs(settings, managers):
     assert jobs.get(second.id).state == "queued" and jobs.counts()["running"] == 1
     cancelled = jobs.cancel(second.id)
     assert cancelled.state == "cancelled" and cancelled.finished and "nothing was changed" in cancelled.error
+    assert [(f.name, f.state) for f in cancelled.file_states] == [("x.md", "cancelled")]
     assert not staging.exists()
     gate.release.set()
     assert jobs.wait(first.id, timeout=T).state == "done"
@@ -395,3 +403,49 @@ def test_two_cancels_of_one_queued_job_race_safely(managers, monkeypatch):
     assert jobs.wait(second.id, timeout=T).state == "cancelled"
     gate.release.set()
     assert jobs.wait(first.id, timeout=T).state == "done" and gate.calls == ["a"]
+
+
+def test_cancel_during_a_big_file_keeps_the_files_committed_before_it(settings, managers, monkeypatch):
+    """The small files of the upload are committed before the big one starts; the job shows each file's state
+    while it runs; a cancel then keeps them (the job's results), and not the big one."""
+    monkeypatch.setattr(pipeline, "BIG_FILE_BYTES", 4096)
+    monkeypatch.setattr(pipeline, "EMBED_SLICE", 4)
+    embedding, release = threading.Event(), threading.Event()
+
+    class SlowOnBig(FakeEmbedder):
+        calls = 0
+
+        def encode_documents(self, texts):
+            if any("Zebrafinch" in t for t in texts):
+                self.calls += 1
+                if self.calls == 2:
+                    embedding.set()
+                    assert release.wait(T), "the test never released the embedder"
+            return super().encode_documents(texts)
+
+    jobs = managers(_pipeline_fn(settings, SlowOnBig()))
+    big = ("# Big\n\n" + "Zebrafinch songs are learned from a tutor. " * 600).encode()
+    files, staging = _stage(jobs, big__txt=big, cats__md=CATS, dogs__txt=DOGS)
+    job = jobs.submit("kb", files, owned_dir=staging)
+    try:
+        assert embedding.wait(T)
+        running = jobs.get(job.id)
+        assert running.state == "running"
+        now = {f["name"]: f for f in running.to_dict()["file_states"]}
+        assert {n: f["state"] for n, f in now.items()} == {"big.txt": "embedding", "cats.md": "committed",
+                                                          "dogs.txt": "committed"}
+        assert 0 < now["big.txt"]["embedded"] < now["big.txt"]["chunks"]
+        assert _docs(settings, "kb") == ["cats.md", "dogs.txt"]  # searchable while the big file embeds
+        assert "2 files searchable" in running.message
+        jobs.cancel(job.id)
+    finally:
+        release.set()
+    job = jobs.wait(job.id, timeout=T)
+    assert job.state == "cancelled" and job.error.startswith("Cancelled: 2 files were already added")
+    assert [r.name for r in job.results] == ["cats.md", "dogs.txt"] and job.chunks == sum(
+        r.chunks for r in job.results) > 0
+    assert [(f.name, f.state) for f in job.file_states] == [("big.txt", "cancelled"), ("cats.md", "committed"),
+                                                            ("dogs.txt", "committed")]
+    assert _docs(settings, "kb") == ["cats.md", "dogs.txt"] and not staging.exists()
+    col = open_collection("kb", settings)
+    assert col.dense.size == col.sparse.size == col.size

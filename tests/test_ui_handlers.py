@@ -251,6 +251,39 @@ def test_cancel_upload_needs_the_admin_password_and_stops_the_job(backend, kb, t
     assert "nothing to cancel" in documents.cancel_uploads(backend, "admin", PW, "kb")
 
 
+def test_upload_shows_each_files_state_while_it_runs(backend, kb, tmp_path, monkeypatch):
+    """The tab's handler yields the per-file states of the running job (the result table, live) and refreshes
+    the document list once files are committed; a cancel then keeps those."""
+    from ingest.pipeline import FileResult, FileState, IngestCancelled
+
+    go = threading.Event()
+
+    def running(name, files, progress=None, cancelled=None):  # what the pipeline reports mid-upload
+        progress.files((FileState("a.md", "committed", 2, 2, "searchable"), FileState("big.txt", "embedding", 10, 3)))
+        progress(0.5, "big.txt (2/2): 3/10 chunks embedded; 1 file searchable")
+        assert go.wait(60), "the test never let the upload go on"
+        progress.files((FileState("a.md", "committed", 2, 2, "searchable"),
+                        FileState("big.txt", "cancelled", detail="not ingested")))
+        raise IngestCancelled("Cancelled: 1 file was already added.", results=[FileResult("a.md", "added", 2, 1)])
+
+    monkeypatch.setattr(backend, "ingest", running)
+    gen = documents.upload_live(backend, _files(tmp_path, a__md=b"# A\n\nA.", big__txt=b"big"), "admin", PW, "kb",
+                                progress=_no_progress)
+    try:
+        for msg, table, docs, *_ in gen:
+            if ["big.txt", "embedding 3/10", 10, ""] in table:
+                break
+        assert ["a.md", "added (searchable)", 2, "searchable"] in table
+        assert "1 already added and searchable" in msg
+        assert isinstance(docs, list)  # the document list was refreshed: a file was committed
+    finally:
+        go.set()
+    *_, (msg, table, docs, _dd, summary, _kept) = gen
+    assert "Cancelled: 1 file had already been added and stays; the rest were not added." in msg
+    assert table == [["a.md", "added (searchable)", 2, "searchable"], ["big.txt", "cancelled", 0, "not ingested"]]
+    assert backend.jobs.list()[0].state == "cancelled" and [r.name for r in backend.jobs.list()[0].results] == ["a.md"]
+
+
 def test_collections_and_documents_admin_actions(backend, kb):
     msg, *_ = documents.create_collection(backend, "admin", "", "fresh")
     assert "sign in" in msg and "fresh" not in backend.collection_names()

@@ -2,8 +2,10 @@
 the document list with chunk counts, chunk previews, and deletes.
 
 An upload runs as a background job (``backend.jobs``, shared with the HTTP API): the handler copies the files
-into a staging directory, submits them and follows the job's progress. If the page goes away the job keeps
-running; "Cancel upload" stops the collection's jobs before they commit.
+into a staging directory, submits them and follows the job: the result table shows each file's state as it
+goes (queued, loading, embedding, committed...), and the document list refreshes whenever files of the batch
+are committed (they are searchable from then on, while bigger ones still embed). If the page goes away the job
+keeps running; "Cancel upload" stops the collection's jobs at their next step: files already committed stay.
 
 Reading is open to everyone. Every change calls :func:`ui.auth.require_admin` on the server with the
 credentials typed in this tab, for each action; without them the action is refused and nothing changes.
@@ -37,6 +39,9 @@ PREVIEW_LIMIT = 200
 POLL_S = 0.5  # how often a following upload handler refreshes the progress bar
 _STATUS_TEXT = {"added": "added", "replaced": "replaced (new version)", "duplicate": "skipped: duplicate",
                 "failed": "failed"}
+_FILE_STATE_TEXT = {"queued": "waiting", "loading": "reading", "embedding": "embedding",
+                    "embedded": "embedded, saving soon", "committed": "added (searchable)",
+                    "duplicate": "skipped: duplicate", "failed": "failed", "cancelled": "cancelled"}
 
 
 def _mib(n: int) -> str:
@@ -83,6 +88,17 @@ def result_rows(results) -> list[list]:
         if r.status == "added" and r.documents > 1:
             status = f"added ({r.documents} documents)"
         rows.append([r.name, status, r.chunks, detail])
+    return rows
+
+
+def state_rows(states) -> list[list]:
+    """The result table while an upload runs: one row per file (``ingest.pipeline.FileState``)."""
+    rows = []
+    for s in states:
+        text = _FILE_STATE_TEXT.get(s.state, s.state)
+        if s.state == "embedding" and s.chunks:
+            text = f"embedding {s.embedded}/{s.chunks}"
+        rows.append([s.name, text, s.chunks, s.detail])
     return rows
 
 
@@ -204,31 +220,62 @@ def delete_collection(backend, user, password, name, confirmed, client=None):
 def upload(backend, files, user, password, name, progress=gr.Progress(), client=None):
     """Ingest the uploaded files as a background job and follow it to the end.
 
-    Returns (message, results, docs, doc dropdown, summary, files). If the page goes away, the job goes on.
+    Returns (message, results, docs, doc dropdown, summary, files): the last outputs of :func:`upload_live`.
     """
+    out = None
+    for out in upload_live(backend, files, user, password, name, progress=progress, client=client):
+        pass
+    return out
+
+
+def upload_live(backend, files, user, password, name, progress=gr.Progress(), client=None):
+    """:func:`upload` as the tab runs it: yields (message, results, docs, doc dropdown, summary, files) while the
+    job runs (each file's state in the results table; the document list after each commit), then the outcome.
+    If the page goes away, the job goes on."""
     skip6 = (gr.skip(),) * 5
     files = [f for f in (files or []) if f]
     try:
         require_admin(user, password, backend.settings, action="upload files", client=client)
     except AdminDenied as e:
-        return (message_html(str(e), "error"), *skip6)
+        yield (message_html(str(e), "error"), *skip6)
+        return
     lim = backend.settings.limits
     if not name:
-        return (message_html("Select or create a collection first.", "error"), *skip6)
+        yield (message_html("Select or create a collection first.", "error"), *skip6)
+        return
     if not files:
-        return (message_html("Choose one or more files first (a .zip counts as one file).", "error"), *skip6)
+        yield (message_html("Choose one or more files first (a .zip counts as one file).", "error"), *skip6)
+        return
     if len(files) > lim.max_files_per_upload:
-        return (message_html(
+        yield (message_html(
             f"{len(files)} files selected; at most {lim.max_files_per_upload} per upload "
             "(limits.max_files_per_upload). Upload them in smaller batches, or as a .zip.", "error"), *skip6)
+        return
     try:
         job = _submit_upload(backend, name, files)
         progress(0.0, desc="Queued…")
-        job = _follow(backend.jobs, job.id, progress)
+        shown, committed = None, 0
+        for job in _follow(backend.jobs, job.id, progress):
+            if job.finished or job.file_states is shown:
+                continue
+            shown = job.file_states
+            now = sum(s.state == "committed" for s in shown)
+            views = _doc_views(backend, name) if now != committed else (gr.skip(),) * 3
+            committed = now
+            yield (message_html(_live_message(job), "info"), state_rows(shown), *views, gr.skip())
     except Exception as e:
         msg = f"The upload failed and nothing was changed: {user_message(e, 'The upload')}"
-        return (message_html(msg, "error"), *skip6)
-    return _upload_outcome(backend, name, job)
+        yield (message_html(msg, "error"), *skip6)
+        return
+    yield _upload_outcome(backend, name, job)
+
+
+def _live_message(job) -> str:
+    if job.state == "queued":
+        return "Waiting for an earlier upload to finish…"
+    n = sum(s.state == "committed" for s in job.file_states)
+    return (f"Ingesting {len(job.file_states)} file{'s' if len(job.file_states) != 1 else ''}"
+            + (f": {n} already added and searchable." if n else "…"))
 
 
 def _submit_upload(backend, name: str, files):
@@ -253,11 +300,13 @@ def _submit_upload(backend, name: str, files):
 
 
 def _follow(jobs, job_id: str, progress, poll_s: float = POLL_S):
-    """Wait for a job to finish, showing its progress on ``progress``; returns the finished job."""
+    """Follow a job, showing its progress on ``progress``: yields it every ``poll_s`` until it is finished,
+    then once finished."""
     while True:
         job = jobs.wait(job_id, timeout=poll_s)
+        yield job
         if job.finished:
-            return job
+            return
         if job.state == "queued":
             progress(0.0, desc="Waiting for an earlier upload to finish…")
         else:
@@ -266,15 +315,24 @@ def _follow(jobs, job_id: str, progress, poll_s: float = POLL_S):
 
 def _upload_outcome(backend, name: str, job):
     """The upload handler's outputs for a finished job."""
+    states = job.file_states
+    kept = sum(s.state == "committed" for s in states)
+    table = state_rows(states) or [[f, "cancelled", 0, "not ingested"] for f in job.files]
     if job.state == "failed":
-        msg = f"The upload failed and nothing was changed: {job.error}"
-        return (message_html(msg, "error"), *(gr.skip(),) * 5)
+        if not kept:
+            msg = f"The upload failed and nothing was changed: {job.error}"
+            return (message_html(msg, "error"), *(gr.skip(),) * 5)
+        rows, docs_dd, summary = _doc_views(backend, name)
+        msg = (f"The upload failed after {kept} file{'s' if kept != 1 else ''} had been added (they stay): "
+               f"{job.error}")
+        return message_html(msg, "error"), table, rows, docs_dd, summary, gr.skip()
     rows, docs_dd, summary = _doc_views(backend, name)
     if job.state == "cancelled":
         where = f" It was at: {job.message}." if job.message else " It had not started."
-        table = [[f, "cancelled", 0, "not ingested"] for f in job.files]
-        return (message_html("Cancelled: the collection keeps its earlier documents." + where, "warn"), table,
-                rows, docs_dd, summary, gr.skip())
+        what = ("the collection keeps its earlier documents." if not kept else
+                f"{kept} file{'s' if kept != 1 else ''} had already been added and stay{'s' if kept == 1 else ''}; "
+                "the rest were not added.")
+        return (message_html(f"Cancelled: {what}" + where, "warn"), table, rows, docs_dd, summary, gr.skip())
     results = job.results
     ok = [r for r in results if r.ok]
     chunks = sum(r.chunks for r in results)
@@ -304,8 +362,8 @@ def cancel_uploads(backend, user, password, name, client=None) -> str:
         return message_html(user_message(e, "Cancelling the upload"), "error")
     if not n:
         return message_html(f"No upload into {name!r} is running or waiting: nothing to cancel.", "info")
-    return message_html(f"Cancelled {n} upload{'s' if n != 1 else ''} into {name!r} (a running one stops at "
-                        "its next step); the collection keeps its earlier documents.", "ok")
+    return message_html(f"Cancelled {n} upload{'s' if n != 1 else ''} into {name!r}: a running one stops at its "
+                        "next step; the files it has already added stay, the rest are not added.", "ok")
 
 
 def _busy_hint(backend, name, e: Exception) -> str:
@@ -426,7 +484,7 @@ def build(backend) -> dict:
                                  [action_msg, collection, docs_table, doc, summary, confirm], api_visibility="private")
 
     def _upload(f, u, p, n, request: gr.Request, progress=gr.Progress()):
-        return upload(backend, f, u, p, n, progress=progress, client=client_of(request))
+        yield from upload_live(backend, f, u, p, n, progress=progress, client=client_of(request))
 
     up = ingest_btn.click(_upload, [files, user, password, collection],
                           [action_msg, results, docs_table, doc, summary, files], concurrency_limit=1,

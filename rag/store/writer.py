@@ -234,6 +234,18 @@ class CollectionWriter:
         log.info("collection %s: committed %s", self.name, version)
         return version
 
+    def checkpoint(self) -> str | None:
+        """Commit what is staged and go on writing on top of the new version, keeping the writer lock (so no
+        other writer gets in between the versions of one ingest). Returns the version committed, if any."""
+        version = self.commit()
+        if self._base_db is not None:
+            self._base_db.close()
+            self._base_db = None
+        self._removed, self._added, self._vectors = set(), [], []
+        self._staged_hash, self._staged_by_sha = {}, {}
+        self._open_base()
+        return version
+
     def _build(self, out: Path) -> None:
         secs: dict[str, float] = {}
         tick = time.perf_counter()
