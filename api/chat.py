@@ -261,20 +261,25 @@ def _completion(ans: _Answer) -> dict:
 
 
 async def _sse(pump: Pump, ans: _Answer, include_usage: bool):
-    yield ans.chunk({"role": "assistant", "content": ""})
+    # the role goes with the first text (one write less before the first token); a client sees the usual deltas
+    role = {"role": "assistant"}
     try:
         for text in ans.parts:  # tokens that arrived with the head
-            yield ans.chunk({"content": text})
+            yield ans.chunk({**role, "content": text})
+            role = {}
         while (ev := await pump.next()) is not Pump.END:
             ans.take(ev)
             if isinstance(ev, Token):
-                yield ans.chunk({"content": ev.text})
+                yield ans.chunk({**role, "content": ev.text})
+                role = {}
     except Exception as e:  # the headers are sent: report in the stream, as OpenAI does
         from .errors import error_response
 
         yield f"data: {error_response(e, 'The answer').body.decode()}\n\n"
         yield "data: [DONE]\n\n"
         return
+    if role:  # no text at all: the role still comes first
+        yield ans.chunk({**role, "content": ""})
     meta = ans.meta or {}
     if meta.get("partial"):  # the text so far stays with the client; the error says it is not whole
         from .errors import error_response

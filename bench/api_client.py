@@ -7,10 +7,16 @@ connection and prints the milliseconds to the first SSE chunk with answer text (
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 
 import httpx
+
+
+def _has_text(payload: str) -> bool:
+    choices = json.loads(payload).get("choices") or []
+    return bool(choices and (choices[0].get("delta") or {}).get("content"))
 
 
 def main(argv=None) -> int:
@@ -25,7 +31,7 @@ def main(argv=None) -> int:
                 with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
                     r.raise_for_status()
                     for line in r.iter_lines():
-                        if t is None and '"delta":{"content":"' in line and '"content":""' not in line:
+                        if t is None and line.startswith("data: {") and _has_text(line[6:]):
                             t = (time.perf_counter() - t0) * 1000
                 print(f"{t:.4f}" if t is not None else "error no token", flush=True)
             except httpx.HTTPError as e:
