@@ -25,6 +25,21 @@ def normalise_newlines(text: str) -> str:
     return text
 
 
+def table_text(rows) -> str:
+    """Rows of cells (objects with ``.text``: python-docx and python-pptx cells) as ``a | b`` lines; merged
+    cells, which repeat their text, count once."""
+    lines = []
+    for row in rows:
+        cells: list[str] = []
+        for cell in row.cells:
+            c = " ".join(cell.text.split())
+            if c and (not cells or cells[-1] != c):
+                cells.append(c)
+        if cells:
+            lines.append(" | ".join(cells))
+    return "\n".join(lines)
+
+
 def heading_sections(heads: list[tuple[int, str]], length: int) -> list[Section]:
     """Sections from ``(offset, heading)`` pairs in text order: each heading runs to the next one (the last to
     ``length``); text before the first heading is a section of its own, with no heading."""

@@ -7,7 +7,7 @@ import zipfile
 
 from rag.types import Document
 
-from .common import LoadError, heading_sections, normalise_newlines
+from .common import LoadError, heading_sections, normalise_newlines, table_text
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +58,9 @@ def load_docx(data: bytes, shown: str) -> Document:
                 if style.lower().startswith(("heading", "title")):
                     heads.append((at, " ".join(t.split())))
             elif isinstance(block, Table):
-                rows = []
-                for row in block.rows:
-                    cells = []
-                    for cell in row.cells:
-                        c = " ".join(cell.text.split())
-                        if c and (not cells or cells[-1] != c):  # merged cells repeat their text
-                            cells.append(c)
-                    if cells:
-                        rows.append(" | ".join(cells))
-                if rows:
-                    add("\n".join(rows))
+                text = table_text(block.rows)
+                if text:
+                    add(text)
         except Exception as e:  # a strange block must not lose the rest of the document
             log.debug("%s: skipped an unreadable block: %s: %s", shown, type(e).__name__, e)
             continue

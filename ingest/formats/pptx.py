@@ -11,7 +11,7 @@ import logging
 
 from rag.types import Document, Section
 
-from .common import LoadError, normalise_newlines
+from .common import LoadError, normalise_newlines, table_text
 from .container import open_container
 
 log = logging.getLogger(__name__)
@@ -90,17 +90,9 @@ def _slide_text(slide) -> tuple[str, list[str]]:
                 stack.extend((s, depth + 1) for s in reversed(list(shape.shapes)))
             continue
         if getattr(shape, "has_table", False) and shape.has_table:
-            rows = []
-            for row in shape.table.rows:
-                cells: list[str] = []
-                for cell in row.cells:
-                    c = " ".join(cell.text.split())
-                    if c and (not cells or cells[-1] != c):  # merged cells repeat their text
-                        cells.append(c)
-                if cells:
-                    rows.append(" | ".join(cells))
-            if rows:
-                body.append("\n".join(rows))
+            text = table_text(shape.table.rows)
+            if text:
+                body.append(text)
         elif getattr(shape, "has_text_frame", False) and shape.has_text_frame:
             t = _clean(shape.text_frame.text)
             if t:
