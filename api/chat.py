@@ -37,7 +37,8 @@ _SAMPLING = ("temperature", "top_p", "max_tokens", "stop", "seed", "frequency_pe
 META_KEYS = ("route", "reason", "mode", "model", "model_name", "api_model", "endpoint", "fallbacks", "embedded",
              "warning", "attempts", "retrieval_ms", "ttft_ms", "total_ms", "tokens_per_s", "prompt_tokens",
              "completion_tokens", "usage_source", "injection_flags", "chunks_dropped", "history", "params",
-             "finish_reason", "partial", "error", "citations")
+             "finish_reason", "partial", "error", "citations", "prompt_style", "loop_stop", "extractive",
+             "extractive_reason", "citations_added", "threads")
 
 
 # --- models -----------------------------------------------------------------------------------------

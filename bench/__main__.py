@@ -1,7 +1,8 @@
 """hybrid-rag benchmarks, every figure beside its baseline from the same run.
 
 Retrieval latency at scale, index build and memory, dense recall against latency, ingest throughput, nDCG
-of the faster embedders, adding a document, TTFT overhead, concurrent users and the GPU paths. Prints
+of the faster embedders, adding a document, TTFT overhead, concurrent users, the GPU paths and the embedded
+model's first token on the starter collection, quiet and during an upload (bench/offline.py). Prints
 markdown tables (what docs/benchmarks.md quotes) and writes JSON with the command and the machine.
 
     python -m bench                                  # 10k, 100k and 1M chunks, every section (long)
@@ -31,7 +32,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("query_embedding", "dense_variants", "retrieval", "ingest", "ndcg", "add_one", "ttft", "concurrency",
-            "gpu")
+            "gpu", "offline")
 log = logging.getLogger("bench")
 
 
@@ -57,6 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--bm25s-build-max", type=int, default=1_000_000,
                     help="largest size at which bm25s' own index builder is timed")
     ap.add_argument("--ttft-n", type=int, default=50)
+    ap.add_argument("--offline-n", type=int, default=12, help="questions per configuration in the offline section")
     args = ap.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -71,6 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.dense_variants_size = min(args.dense_variants_size, 3000)
         args.users = [min(u, 4) for u in args.users][:1]
         args.ttft_n = min(args.ttft_n, 5)
+        args.offline_n = min(args.offline_n, 2)
         args.rank_bm25_queries = min(args.rank_bm25_queries, 5)
     return args
 
@@ -233,6 +236,14 @@ def main(argv=None) -> int:
 
         section("concurrency", concurrency)
         section("gpu", lambda: _gpu(args))
+
+        def offline():
+            from . import offline as off
+
+            return off.run(args.offline_n, searches=2 if args.quick else 5, upload_mb=1.0 if args.quick else 8.0,
+                           quick=args.quick)
+
+        section("offline", offline)
     finally:
         report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         report["machine"]["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()]

@@ -212,6 +212,11 @@ def render(report: dict) -> str:
                    "embedding + hybrid retrieval + answer() from a fake NIM), TTFT overhead ms", ""]
                   + table(["users", "requests", "errors", "incl. retrieval p50 / p95", "answer() only p50 / p95",
                            "requests/s"], rows) + [""])
+    off = S.get("offline")
+    if isinstance(off, dict) and "quiet" in off:
+        from .offline import render_lines
+
+        lines += render_lines(off) + [""]
     g = S.get("gpu")
     if isinstance(g, dict):
         lines.append("gpu: " + (g.get("skipped") or json.dumps({k: val for k, val in g.items() if k != "section_s"})))

@@ -218,6 +218,9 @@ class JobManager:
             self._worker.start()
 
     def _serve(self) -> None:
+        from rag.interactive import lower_priority
+
+        lower_priority()  # parsing and chunking give way to chats and searches (this thread only does ingest)
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._queue or self._closing)

@@ -130,8 +130,14 @@ class AdminSettings(Strict):
 class OfflineLLMSettings(Strict):
     """The embedded SmolLM2 chat model (llama.cpp)."""
 
-    threads: int = Field(0, ge=0, le=256)   # 0: half the cores, 1 to 4
+    threads: int = Field(0, ge=0, le=256)   # 0: the cores free when an answer starts, 1 to 4
     repack: bool = False                    # llama.cpp weight repacking (AMX/AVX-512 kernels)
+    flash_attn: bool = True                 # llama.cpp's fused attention
+    repeat_penalty: float = Field(1.1, ge=1.0, le=2.0)   # llama.cpp's penalty on the last 64 tokens; 1 = off
+    prompt: Literal["compact", "full"] = "compact"      # compact: few passages cut to their best sentences
+    passages: int = Field(3, ge=1, le=20)               # passages in the compact prompt
+    passage_tokens: int = Field(60, ge=16, le=1024)     # each cut to its best sentences within this
+    loop_stop: bool = True                  # stop a repeating answer; extractive answer when it is unusable
 
 
 class ApiSettings(Strict):

@@ -283,6 +283,9 @@ class OnnxEmbedder:
         self.session = ort.InferenceSession(str(self.onnx_path), so, providers=providers)
         self._pool = None
         self._pool_lock = threading.Lock()
+        from .interactive import Gate
+
+        self._gate = Gate(self.workers)
         self.batch_size, self.max_seq_length = batch_size, max_seq_length
         self.model_id = LOCAL_MODEL_ID
         self.dim = 384
@@ -306,7 +309,9 @@ class OnnxEmbedder:
         vecs = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
         return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def _encode(self, texts: list[str], background: bool = False) -> np.ndarray:
+        """``background`` (documents): batches run on the pool's low-priority threads, fewer at once while an
+        interactive request is active (:mod:`rag.interactive`)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         ids = self._tokenizer(texts, truncation=True, max_length=self.max_seq_length,
@@ -327,7 +332,13 @@ class OnnxEmbedder:
         def run(rows):
             out[rows] = self._run([ids[r] for r in rows])
 
-        if len(batches) == 1 or self.workers == 1:
+        def run_background(rows):
+            with self._gate.slot():
+                run(rows)
+
+        if background and self.device == "cpu":
+            list(self._executor().map(run_background, batches))
+        elif len(batches) == 1 or self.workers == 1:
             for rows in batches:
                 run(rows)
         else:
@@ -339,11 +350,14 @@ class OnnxEmbedder:
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
 
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="onnx-embed")
+                from .interactive import lower_priority
+
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="onnx-embed",
+                                                initializer=lower_priority)
             return self._pool
 
     def encode_documents(self, texts: list[str]) -> np.ndarray:
-        return self._encode(list(texts))
+        return self._encode(list(texts), background=True)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self._encode(list(texts))

@@ -59,4 +59,7 @@ def test_quick_bench_writes_json(tmp_path):
     assert "reuse_token_ids" in sections["add_one"]
     assert "results" in sections["ttft"]
     assert "gpu" in sections
+    off = sections["offline"]
+    assert off["quiet"] and off["ingest"] and all(r["n"] == 2 for r in off["quiet"].values())
+    assert "Embedded model (SmolLM2-135M) on the starter collection" in res.stdout
     assert "Retrieval latency" in res.stdout and "| sparse, bm25s numba backend" in res.stdout

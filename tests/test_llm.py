@@ -203,3 +203,44 @@ def test_embedded_threads_and_repack_reach_llama_cpp(fake_llama, monkeypatch, th
     assert built[0]["n_ctx"] == 2048 and built[0]["model_path"] == "/models/smollm2.gguf"
     assert built[0]["use_extra_bufts"] is repack
     assert lc.llama_model_default_params is default_params  # the patch is undone after loading
+
+
+@pytest.mark.parametrize("flash_attn", [True, False])
+def test_embedded_flash_attention_reaches_llama_cpp(fake_llama, flash_attn):
+    embedded, _, _, built = fake_llama
+    cat = fake_catalog("http://127.0.0.1:9/v1")
+    make_client(cat, "embedded", cat.embedded_model(), flash_attn=flash_attn)._llm()
+    assert built[0]["flash_attn"] is flash_attn
+
+
+def test_embedded_request_carries_the_repeat_penalty_and_the_compact_prompt_stops(fake_llama, monkeypatch):
+    import sys
+
+    from rag import interactive
+
+    cat = fake_catalog("http://127.0.0.1:9/v1")
+    client = make_client(cat, "embedded", cat.embedded_model(), repeat_penalty=1.25, passages=2)
+    llm, calls, threads = client._llm(), [], []
+    llm.ctx = "ctx"
+    monkeypatch.setattr(sys.modules["llama_cpp"], "llama_set_n_threads", lambda ctx, n, nb: threads.append((n, nb)),
+                        raising=False)
+    monkeypatch.setattr(interactive, "free_cores", lambda: 1.9)   # two cores, nearly idle
+
+    def create_chat_completion(messages, stream=True, **kwargs):
+        calls.append(kwargs)
+        yield {"choices": [{"delta": {"content": "Fine [1]."}, "finish_reason": "stop"}]}
+
+    llm.tokenize = lambda data, add_bos=False, special=False: data.split()
+    llm.create_chat_completion = create_chat_completion
+    stream = client.open(MSGS, SamplingParams(max_tokens=20, stop=["END"]))
+    assert "".join(stream) == "Fine [1]." and stream.finish_reason == "stop"
+    assert calls[0]["repeat_penalty"] == 1.25 and calls[0]["max_tokens"] == 20
+    assert calls[0]["stop"] == ["END", "Question:", "Sources:", "Cite the source number", "[3]"]   # the user's first, then the model's
+    assert threads == [(2, 2)] and stream.threads == 2                     # threads = the cores free now
+    client.repeat_penalty, client.prompt_style = 1.0, "full"
+    monkeypatch.setattr(interactive, "free_cores", lambda: 1.2)   # one core busy elsewhere
+    "".join(client.open(MSGS, SamplingParams()))
+    assert "repeat_penalty" not in calls[1] and "stop" not in calls[1]
+    assert threads[-1] == (1, 1)
+    client.threads = 3                                              # a fixed setting: applied at load, kept
+    assert "".join(client.open(MSGS, SamplingParams())) and len(threads) == 2

@@ -137,8 +137,8 @@ def _embedded_load_args(s, monkeypatch):
     class Stop(Exception):
         pass
 
-    def load(n_ctx=2048, threads=0, repack=False):
-        seen.update(threads=threads, repack=repack)
+    def load(n_ctx=2048, threads=0, repack=False, flash_attn=True):
+        seen.update(threads=threads, repack=repack, flash_attn=flash_attn)
         raise Stop
 
     monkeypatch.setattr(emb, "load_embedded", load)
@@ -146,7 +146,38 @@ def _embedded_load_args(s, monkeypatch):
     engine = Engine(s, embedder=FAKE, catalog=fake_catalog(closed_port_url(), fallback_order=("local",)))
     with pytest.raises(Stop):
         list(engine.ask("cats?", collection="c", route="speed"))
-    return seen["threads"], seen["repack"]
+    return seen["threads"], seen["repack"], seen["flash_attn"]
+
+
+def _embedded_request(s, monkeypatch) -> dict:
+    """What the embedded model is sent (messages, llama.cpp arguments) when the engine answers offline, and the
+    answer's metadata; the model (a stand-in for llama.cpp) repeats one line until max tokens."""
+    import rag.llm.embedded as emb
+    from rag.engine import Done, Engine, Sources
+    from rag.testing.fake_nim import closed_port_url, fake_catalog
+
+    sent = {}
+
+    class Llama:
+        def tokenize(self, data, add_bos=False, special=False):
+            return list(data)   # a token per byte: every passage is longer than 16
+
+        def create_chat_completion(self, messages, stream=True, **kwargs):
+            sent.update(messages=messages, kwargs=kwargs)
+            for _ in range(20):
+                for w in "The file tests/test.py is uploaded and the upload fails [1].\n".split(" "):
+                    yield {"choices": [{"delta": {"content": w + " "}, "finish_reason": None}]}
+
+    monkeypatch.setattr(emb, "load_embedded", lambda *a, **k: Llama())
+    monkeypatch.setattr(emb, "_set_threads", lambda llm, n: None)   # no llama.cpp context here
+    _ingest(s)
+    engine = Engine(s, embedder=FAKE, catalog=fake_catalog(closed_port_url(), fallback_order=("local",)))
+    for ev in engine.ask("Where do cats sleep?", collection="c", route="speed"):
+        if isinstance(ev, Sources):
+            sent["sources"] = len(ev.hits)
+        elif isinstance(ev, Done):
+            sent["meta"] = ev.meta
+    return sent
 
 
 def _title_only_word_found(s) -> bool:
@@ -415,6 +446,15 @@ def _cases(tmp_path, monkeypatch):
         ("jobs.keep", 1, _jobs_remembered, 1),
         ("offline_llm.threads", 3, lambda s: _embedded_load_args(s, monkeypatch)[0], 3),
         ("offline_llm.repack", True, lambda s: _embedded_load_args(s, monkeypatch)[1], True),
+        ("offline_llm.flash_attn", False, lambda s: _embedded_load_args(s, monkeypatch)[2], False),
+        ("offline_llm.repeat_penalty", 1.3, lambda s: _embedded_request(s, monkeypatch)["kwargs"].get("repeat_penalty"),
+         1.3),
+        ("offline_llm.prompt", "full", lambda s: _embedded_request(s, monkeypatch)["messages"][0]["content"].startswith(
+            "You are a careful assistant"), True),
+        ("offline_llm.passages", 1, lambda s: _embedded_request(s, monkeypatch)["sources"], 1),
+        ("offline_llm.passage_tokens", 16, lambda s: max(len(ln) for ln in _embedded_request(s, monkeypatch)[
+            "messages"][-1]["content"].splitlines() if ln.startswith("[")) <= 24, True),  # "[n] " + 16 + " …"
+        ("offline_llm.loop_stop", False, lambda s: _embedded_request(s, monkeypatch)["meta"]["loop_stop"] is None, True),
         ("models.fallback_order", ["hosted", "embedded"], lambda s: _catalog(s).endpoints_for(
             _catalog(s).model_for_route("quality")), ["hosted"]),
         ("models.routes.speed", "meta/llama-3.2-3b-instruct", lambda s: _catalog(s).model_for_route("speed").id,

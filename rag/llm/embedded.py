@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from .. import interactive
 from ..catalog import Catalog, EndpointSpec, ModelSpec, SamplingParams
 from .base import ChatClient, Stream
 from .errors import EmbeddedUnavailable, StreamBroken
@@ -21,6 +22,7 @@ from .errors import EmbeddedUnavailable, StreamBroken
 log = logging.getLogger(__name__)
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+COMPACT_STOPS = ("Question:", "Sources:", "Cite the source number")   # the model writing out the prompt
 
 _LLAMA = None
 _LLAMA_LOAD_LOCK = threading.Lock()
@@ -43,11 +45,36 @@ def _auto_threads() -> int:
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
-def load_embedded(n_ctx: int = 2048, threads: int = 0, repack: bool = False):
+AUTO_THREADS_MAX = 4
+FREE_CORE_SLACK = 0.25   # 1.75 free cores of 2 are taken as 2
+
+
+def threads_now() -> int:
+    """The threads for one answer when ``threads`` is 0: the cores free of normal-priority work now (a 50 ms
+    look at /proc/stat; the ingest's niced threads count as free), 1 to 4; else :func:`_auto_threads`.
+    On 2 quiet cores, 2 threads answered in 0.76 s instead of 1.28 s; beside a busy core, 2 threads were
+    3-20x slower than 1 (``python -m bench.offline``)."""
+    free = interactive.free_cores()
+    if free is None:
+        return _auto_threads()
+    return max(1, min(AUTO_THREADS_MAX, interactive.usable_cores(), int(free + FREE_CORE_SLACK)))
+
+
+def _set_threads(llm, n: int) -> None:
+    import llama_cpp
+
+    if getattr(llm, "_hybrid_rag_threads", None) != n:
+        llama_cpp.llama_set_n_threads(llm.ctx, n, n)
+        llm._hybrid_rag_threads = n
+
+
+def load_embedded(n_ctx: int = 2048, threads: int = 0, repack: bool = False, flash_attn: bool = True):
     """The SmolLM2 ``llama_cpp.Llama``, loaded once per process (about 1 s, 100 MB).
 
     ``threads``: llama.cpp threads, 0 for :func:`_auto_threads`. ``repack``: let llama.cpp repack the
-    weights for AMX/AVX-512 kernels. Both count only at the first call, which loads the model.
+    weights for AMX/AVX-512 kernels. ``flash_attn``: llama.cpp's fused attention (first token 7-8 %
+    sooner than the plain path on 2 cores; ``python -m bench.offline``). All count only at the first call,
+    which loads the model.
     """
     global _LLAMA
     if _LLAMA is not None:
@@ -76,11 +103,11 @@ def load_embedded(n_ctx: int = 2048, threads: int = 0, repack: bool = False):
         lc.llama_model_default_params = _params
         try:
             _LLAMA = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
-                                     n_threads_batch=n_threads, verbose=False)
+                                     n_threads_batch=n_threads, flash_attn=flash_attn, verbose=False)
         finally:
             lc.llama_model_default_params = orig
-        log.info("embedded model %s loaded (n_ctx=%d, %d threads, repack %s)", path.name, n_ctx, n_threads,
-                 "on" if repack else "off")
+        log.info("embedded model %s loaded (n_ctx=%d, %d threads, repack %s, flash attention %s)", path.name,
+                 n_ctx, n_threads, "on" if repack else "off", "on" if flash_attn else "off")
         atexit.register(_close_embedded)
         return _LLAMA
 
@@ -99,18 +126,27 @@ def _close_embedded() -> None:
 class EmbeddedClient(ChatClient):
     """SmolLM2-135M-Instruct in-process. Offline and keyless, and weak: answers are flagged as such.
 
-    ``threads`` and ``repack`` go to :func:`load_embedded` (they count only if this client loads the model).
+    The keyword arguments are the ``offline_llm`` settings. ``threads``, ``repack`` and ``flash_attn`` go to
+    :func:`load_embedded` (they count only if this client loads the model); ``repeat_penalty`` to every
+    request. ``prompt`` (``compact`` | ``full``), ``passages`` and ``passage_tokens`` say how
+    :func:`rag.answer.build_prompt` prompts this model, and ``loop_stop`` whether :func:`rag.answer.answer`
+    stops it when it repeats itself and falls back to an extractive answer.
     """
 
     kind = "embedded"
 
     def __init__(self, catalog: Catalog, endpoint: EndpointSpec, model: ModelSpec, *, threads: int = 0,
-                 repack: bool = False):
+                 repack: bool = False, flash_attn: bool = True, repeat_penalty: float = 1.1,
+                 prompt: str = "compact", passages: int = 3, passage_tokens: int = 60, loop_stop: bool = True):
         super().__init__(catalog, endpoint, model)
-        self.threads, self.repack = threads, repack
+        self.threads, self.repack, self.flash_attn = threads, repack, flash_attn
+        self.repeat_penalty = repeat_penalty
+        self.prompt_style, self.passages, self.passage_tokens = prompt, passages, passage_tokens
+        self.loop_stop = loop_stop
 
     def _llm(self):
-        return load_embedded(self.model.context, threads=self.threads, repack=self.repack)
+        return load_embedded(self.model.context, threads=self.threads, repack=self.repack,
+                             flash_attn=self.flash_attn)
 
     def count_tokens(self, text: str) -> int:
         llm = self._llm()
@@ -126,12 +162,25 @@ class EmbeddedClient(ChatClient):
         stream.prompt_tokens = self.count_messages(messages)
         kwargs = params.request_fields()
         kwargs.setdefault("max_tokens", 256)
+        if self.repeat_penalty != 1.0:
+            kwargs["repeat_penalty"] = self.repeat_penalty
+        if self.prompt_style == "compact":
+            # the small model tends to carry on writing the prompt's form: another question, or a source
+            # numbered past the last one sent
+            stops = [*COMPACT_STOPS, f"[{self.passages + 1}]"]
+            kwargs["stop"] = list(dict.fromkeys([*(kwargs.get("stop") or []), *stops]))[:16]
         stream.pieces = self._pieces(llm, messages, kwargs, stream)
         return stream
 
     def _pieces(self, llm, messages, kwargs, stream: Stream) -> Iterator[str]:
         n = 0
-        with _LLAMA_RUN_LOCK:
+        # an interactive request from the first piece asked for to the last: background ingest steps aside
+        with interactive.request(), _LLAMA_RUN_LOCK:
+            if not self.threads:  # auto: the cores free now (a fixed setting was applied at load)
+                stream.threads = threads_now()
+                _set_threads(llm, stream.threads)
+            else:
+                stream.threads = self.threads
             chunks = llm.create_chat_completion(messages=messages, stream=True, **kwargs)
             try:
                 for ch in chunks:
