@@ -27,7 +27,6 @@ members in place of their archive), whenever one changes: ``queued`` → ``loadi
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import logging
@@ -38,14 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import numpy as np
-
 from rag.errors import HybridRagError, user_message
 from rag.store import CollectionWriter, DocRecord
-from rag.types import Chunk, Document
+from rag.types import Document
 
 from .archive import is_archive, iter_archive
+from .batch import Batch, Session
 from .chunking import chunk_document
+from .filestates import FILE_STATES, FileState, Tracker
 from .formats import LoadError, chunk_table, is_table, load, token_fit
 from .formats.sniff import zip_entry_count
 from .names import safe_name, unique_name
@@ -61,10 +60,6 @@ BIG_FILE_BYTES = 1 << 20   # a file this large starts only after everything fini
 COMMIT_AFTER_S = 5.0       # finished files wait about this long for their commit while a later file embeds...
 COMMIT_SHARE = 0.1         # ...and at least last commit time / COMMIT_SHARE, so commits stay a small share
 _ESTIMATE_MAX_ENTRIES = 10_000  # archives with more entries are ordered by their packed size
-
-FILE_STATES = ("queued", "loading", "embedding", "embedded", "committed", "duplicate", "failed", "cancelled")
-FINAL_FILE_STATES = frozenset(("committed", "duplicate", "failed", "cancelled"))
-
 
 class IngestCancelled(HybridRagError):
     """The ingest was cancelled. ``results``: the files committed before the cancel, which stay; nothing
@@ -95,24 +90,6 @@ class FileResult:
         return self.status != "failed"
 
 
-@dataclass(frozen=True)
-class FileState:
-    """Where one file of a running ingest is (see ``FILE_STATES``); ``embedded`` of ``chunks`` are done."""
-
-    name: str
-    state: str = "queued"
-    chunks: int = 0
-    embedded: int = 0
-    detail: str = ""
-
-    @property
-    def final(self) -> bool:
-        return self.state in FINAL_FILE_STATES
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
 def doc_hash(doc: Document) -> str:
     h = hashlib.sha256()
     h.update(doc.title.encode("utf-8", "surrogatepass"))
@@ -139,191 +116,6 @@ def iter_paths(paths: Iterable[str | Path]) -> Iterator[tuple[str, Path]]:
                     yield str(rel), f
         else:
             yield p.name, p
-
-
-class _Session:
-    """The collection writer of one ingest: ``commit()`` makes one version and the writer goes on (holding the
-    collection's writer lock from the first file to the last commit)."""
-
-    def __init__(self, collection: str, settings, embedder):
-        self.collection, self.settings, self.embedder = collection, settings, embedder
-        self.commits, self.last_commit_s, self.commit_s = 0, 0.0, 0.0
-        self.writer: CollectionWriter | None = None
-        self.writer = self._open()
-
-    def _open(self) -> CollectionWriter:
-        w = CollectionWriter(self.collection, self.settings, embedder_id=self.embedder.model_id, dim=self.embedder.dim)
-        w.__enter__()
-        return w
-
-    def commit(self, *, last: bool = False) -> None:
-        """Commit what the writer holds; the last commit lets the writer (and its lock) go."""
-        t = time.perf_counter()
-        if last:
-            version = self.writer.commit()
-            self.close()
-        else:
-            version = self.writer.checkpoint()
-        self.commits += version is not None
-        self.last_commit_s = time.perf_counter() - t
-        self.commit_s += self.last_commit_s
-
-    def close(self) -> None:
-        w, self.writer = self.writer, None
-        if w is not None:
-            w.__exit__(None, None, None)
-
-
-@dataclass
-class _Staged:
-    key: tuple
-    rec: DocRecord
-    chunks: list[Chunk]
-
-
-class _Batch:
-    """Chunks waiting to be embedded (small documents share embedder calls), and the embedded documents of
-    files that are not finished yet: a file goes to the writer whole, when it is finished and embedded."""
-
-    def __init__(self, session: _Session, embedder, cancelled: Cancelled | None = None,
-                 after_slice: Callable[[Counter], None] = lambda keys: None):
-        self.session, self.embedder, self.cancelled, self.after_slice = session, embedder, cancelled, after_slice
-        self.pending: list[_Staged] = []
-        self.n_chunks = 0
-        self.embedded = 0
-        self.staged: Counter = Counter()  # chunks staged per file key
-        self.done: Counter = Counter()    # ... and embedded
-        self._held: dict[tuple, list[tuple[DocRecord, list[Chunk], np.ndarray]]] = {}
-        self._todo: Counter = Counter()   # chunks per key not embedded yet
-        self._closed: dict[tuple, None] = {}  # finished files, in order
-        self._hash_of: dict[str, str] = {}  # documents held here, which the writer cannot see yet
-        self._doc_of: dict[str, str] = {}
-
-    def staged_hash(self, doc_id: str) -> str | None:
-        return self._hash_of.get(doc_id)
-
-    def staged_doc_with_hash(self, sha256: str) -> str | None:
-        return self._doc_of.get(sha256)
-
-    def add(self, key: tuple, record: DocRecord, chunks: list[Chunk]) -> None:
-        self.pending.append(_Staged(key, record, chunks))
-        self._held.setdefault(key, [])
-        self._todo[key] += len(chunks)
-        self.staged[key] += len(chunks)
-        self._hash_of[record.doc_id] = record.sha256
-        self._doc_of.setdefault(record.sha256, record.doc_id)
-        self.n_chunks += len(chunks)
-        if self.n_chunks >= EMBED_BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        """Embed everything pending, ``EMBED_SLICE`` chunks per call, with ``after_slice`` after each call."""
-        pending = self.pending
-        if not pending:
-            return
-        texts = [self.session.writer.index_text(c) for s in pending for c in s.chunks]
-        keys = [s.key for s in pending for _ in s.chunks]
-        ends = np.cumsum([len(s.chunks) for s in pending])
-        vecs = np.empty((len(texts), self.session.writer.dim), dtype=np.float32)
-        k = 0  # the next staged document to hand over
-        try:
-            for a in range(0, len(texts), EMBED_SLICE):
-                _check(self.cancelled)
-                b = min(a + EMBED_SLICE, len(texts))
-                vecs[a:b] = self.embedder.encode_documents(texts[a:b])
-                while k < len(pending) and ends[k] <= b:
-                    s = pending[k]
-                    self._held[s.key].append((s.rec, s.chunks, vecs[ends[k] - len(s.chunks):ends[k]]))
-                    self._todo[s.key] -= len(s.chunks)
-                    k += 1
-                counts = Counter(keys[a:b])
-                self.done.update(counts)
-                self.embedded += b - a
-                self.after_slice(counts)
-        finally:  # a failed call leaves the documents not handed over pending, for the next flush
-            self.pending = pending[k:]
-            self.n_chunks = sum(len(s.chunks) for s in self.pending)
-
-    def close(self, key: tuple) -> None:
-        """The file is finished: it goes to the writer once its chunks are embedded."""
-        self._closed[key] = None
-
-    def discard(self, key: tuple) -> None:
-        """Drop what a file staged (it failed part way, or added nothing)."""
-        self._closed.pop(key, None)
-        gone = [s.rec for s in self.pending if s.key == key] + [r for r, _, _ in self._held.pop(key, [])]
-        self.pending = [s for s in self.pending if s.key != key]
-        self.n_chunks = sum(len(s.chunks) for s in self.pending)
-        self._todo.pop(key, None)
-        for rec in gone:
-            self._forget(rec)
-
-    def release(self, writer: CollectionWriter) -> list[tuple]:
-        """Hand the finished, embedded files to ``writer``; returns their keys."""
-        out = []
-        for key in list(self._closed):
-            if self._todo[key] > 0:
-                continue
-            del self._closed[key]
-            self._todo.pop(key, None)
-            for rec, chunks, vecs in self._held.pop(key, []):
-                writer.add(rec, chunks, vecs)
-                self._forget(rec)
-            out.append(key)
-        return out
-
-    def _forget(self, rec: DocRecord) -> None:
-        if self._hash_of.get(rec.doc_id) == rec.sha256:
-            del self._hash_of[rec.doc_id]
-        if self._doc_of.get(rec.sha256) == rec.doc_id:
-            del self._doc_of[rec.sha256]
-
-
-class _Tracker:
-    """The per-file states of one ingest, published as a tuple (input order) on every change."""
-
-    def __init__(self, names: list[str], on_files: Callable[[tuple], None] | None):
-        self.on_files = on_files
-        self.order: list[tuple] = [(i,) for i in range(len(names))]
-        self.states: dict[tuple, FileState] = {(i,): FileState(n) for i, n in enumerate(names)}
-        self._members: Counter = Counter()
-        self.publish()
-
-    def get(self, key: tuple) -> FileState:
-        return self.states[key]
-
-    def set(self, key: tuple, **changes) -> None:
-        old = self.states[key]
-        new = dataclasses.replace(old, **changes)
-        if new != old:
-            self.states[key] = new
-            self.publish()
-
-    def add_member(self, archive: tuple, key: tuple, name: str) -> None:
-        at = self.order.index(archive) + 1 + self._members[archive]
-        self._members[archive] += 1
-        self.order.insert(at, key)
-        self.states[key] = FileState(name, "loading")
-        self.publish()
-
-    def remove(self, key: tuple) -> None:
-        self.order.remove(key)
-        del self.states[key]
-        self.publish()
-
-    def stop(self, state: str, detail: str) -> None:
-        """Every file not finished yet ends as ``state``."""
-        for key in self.order:
-            if not self.states[key].final:
-                self.states[key] = FileState(self.states[key].name, state, detail=detail)
-        self.publish()
-
-    def snapshot(self) -> tuple:
-        return tuple(self.states[k] for k in self.order)
-
-    def publish(self) -> None:
-        if self.on_files is not None:
-            self.on_files(self.snapshot())
 
 
 def ingest(collection: str, files: Iterable[tuple[str, bytes | Path]], *, settings, embedder,
@@ -355,7 +147,7 @@ class _Run:
         seen: set[str] = set()
         self.names = [unique_name(display_name(name), seen) for name, _ in files]  # two alike both land
         self.weights = [_work_estimate(name, src, self.limits) for name, src in files]
-        self.tracker = _Tracker(self.names, on_files)
+        self.tracker = Tracker(self.names, on_files)
         self.results: list[list[FileResult]] = [[] for _ in files]
         self.result_of: dict[tuple, FileResult] = {}
         self.waiting: list[tuple] = []  # in the writer, not committed yet
@@ -372,12 +164,13 @@ class _Run:
     def run(self) -> list[FileResult]:
         order = sorted(range(len(self.files)), key=lambda i: (self.weights[i], i))  # small files first
         try:
-            self.session = _Session(self.collection, self.settings, self.embedder)
+            self.session = Session(self.collection, self.settings, self.embedder)
         except BaseException:
             self.tracker.stop("failed", "not added: the upload could not start")
             raise
         try:
-            self.batch = _Batch(self.session, self.embedder, self.cancelled, self._after_slice)
+            self.batch = Batch(self.session, self.embedder, check=lambda: _check(self.cancelled),
+                               after_slice=self._after_slice, batch_chunks=EMBED_BATCH, slice_chunks=EMBED_SLICE)
             chunk_cfg = self.session.writer.chunking
             for n, i in enumerate(order, 1):
                 _check(self.cancelled)
@@ -625,7 +418,7 @@ def _too_big(display: str, size: int, max_bytes: int) -> str:
             "split it, or raise limits.max_file_bytes in configs/default.yaml.")
 
 
-def _ingest_one(key: tuple, label: str, name: str, data: bytes, session: _Session, batch: _Batch,
+def _ingest_one(key: tuple, label: str, name: str, data: bytes, session: Session, batch: Batch,
                 chunk_cfg: dict, embedder) -> FileResult:
     docs = load(data, name, table_fit=token_fit(embedder.tokenizer, chunk_cfg["chunk_tokens"]))
     res = FileResult(label, "duplicate")
