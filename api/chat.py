@@ -22,6 +22,7 @@ from rag.catalog import ROUTES
 from rag.engine import Retrieved
 from rag.metrics import GENERATIONS
 
+from .documents import hit_fields
 from .errors import APIError
 from .keys import ApiKey
 from .pump import ClosingStreamingResponse, Pump
@@ -124,16 +125,7 @@ def ask_arguments(req: ChatRequest, svc: Service) -> dict:
 
 # --- response pieces ---------------------------------------------------------------------------------
 def citations(hits, used: set[int]) -> list[dict]:
-    out = []
-    for i, h in enumerate(hits, 1):
-        c = h.chunk
-        out.append({"index": i, "cited": i in used, "document": c.source, "doc_id": c.doc_id, "title": c.title,
-                    "page": c.page, "heading": c.heading, "chunk_id": c.id, "text": c.text, "start": c.start,
-                    "end": c.end, "score": float(h.score), "fused_rank": h.fused_rank, "dense_rank": h.dense_rank,
-                    "dense_score": None if h.dense_score is None else float(h.dense_score),
-                    "sparse_rank": h.sparse_rank,
-                    "sparse_score": None if h.sparse_score is None else float(h.sparse_score)})
-    return out
+    return [{"index": i, "cited": i in used, **hit_fields(h)} for i, h in enumerate(hits, 1)]
 
 
 def x_meta(meta: dict, collection: str, retrieval_mode: str | None, api_ttft_ms: float | None) -> dict:

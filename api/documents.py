@@ -19,6 +19,7 @@ from rag.store import CollectionNotFound
 
 from .errors import APIError
 from .keys import ApiKey
+from .middleware import size_text
 from .schemas import (
     CollectionCreate,
     CollectionInfo,
@@ -37,11 +38,13 @@ _COPY_CHUNK = 1 << 20
 
 
 # --- search ---------------------------------------------------------------------------------------------
-def hit_dict(rank: int, h) -> dict:
+def hit_fields(h) -> dict:
+    """What the API says of one hit: the chunk, where it is, and the ranks and scores that put it there
+    (search hits and chat citations alike)."""
     c = h.chunk
-    return {"rank": rank, "document": c.source, "doc_id": c.doc_id, "title": c.title, "page": c.page,
-            "heading": c.heading, "chunk_id": c.id, "text": c.text, "start": c.start, "end": c.end,
-            "score": float(h.score), "fused_rank": h.fused_rank, "dense_rank": h.dense_rank,
+    return {"document": c.source, "doc_id": c.doc_id, "title": c.title, "page": c.page, "heading": c.heading,
+            "chunk_id": c.id, "text": c.text, "start": c.start, "end": c.end, "score": float(h.score),
+            "fused_rank": h.fused_rank, "dense_rank": h.dense_rank,
             "dense_score": None if h.dense_score is None else float(h.dense_score), "sparse_rank": h.sparse_rank,
             "sparse_score": None if h.sparse_score is None else float(h.sparse_score)}
 
@@ -56,7 +59,7 @@ def search(req: SearchRequest, svc: Service = Depends(service), _key: ApiKey = D
     r = svc.backend.search(collection, req.query, mode=req.mode, k=req.k)
     return {"collection": collection, "mode": r.mode, "retrieval_ms": round(r.retrieval_ms, 3),
             "timings": {k: round(float(v), 3) for k, v in (r.timings or {}).items()},
-            "hits": [hit_dict(i, h) for i, h in enumerate(r.hits, 1)]}
+            "hits": [{"rank": i, **hit_fields(h)} for i, h in enumerate(r.hits, 1)]}
 
 
 # --- collections ------------------------------------------------------------------------------------------
@@ -129,10 +132,6 @@ def delete_document(name: str, doc_id: str, svc: Service = Depends(service), _ke
     return {"id": doc_id, "object": "document"}
 
 
-def _size(n: int) -> str:
-    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB" if n >= 1024 else f"{n} bytes"
-
-
 def _too_many(n: int | None, limit: int) -> APIError:
     return APIError(422, f"{'More than ' + str(limit) if n is None else n} files; at most {limit} per upload "
                          "(limits.max_files_per_upload). Send them in smaller batches, or as a .zip.",
@@ -147,7 +146,7 @@ async def _save(upload: UploadFile, dest: Path, max_bytes: int, label: str) -> N
         while chunk := await upload.read(_COPY_CHUNK):
             size += len(chunk)
             if size > max_bytes:
-                raise APIError(413, f"{label} is over the {_size(max_bytes)} limit per file (limits.max_file_bytes): "
+                raise APIError(413, f"{label} is over the {size_text(max_bytes)} limit per file (limits.max_file_bytes): "
                                     "split it, or ask the admin to raise the limit.", code="too_large", param="files")
             await run_in_threadpool(out.write, chunk)
     finally:
@@ -217,4 +216,4 @@ def cancel_job(job_id: str, svc: Service = Depends(service), _key: ApiKey = Depe
     return JSONResponse(JobInfo(**job.to_dict()).model_dump(), status_code=200 if job.finished else 202)
 
 
-__all__ = ["router", "hit_dict"]
+__all__ = ["router", "hit_fields"]

@@ -23,7 +23,17 @@ def _unauthorized(message: str, code: str) -> APIError:
 
 
 def authenticate(request: Request, keys: KeyStore, scope: str) -> ApiKey:
-    """The caller's key if it allows ``scope``; else raise the 401/403 :class:`APIError`."""
+    """The caller's key if it allows ``scope``; else raise the 401/403 :class:`APIError`. The key found by
+    the guard middleware for this request (``request.state.api_key``) is used, not looked up again."""
+    key = getattr(request.state, "api_key", None) or identify(request, keys)
+    if not key.allows(scope):
+        raise APIError(403, f"The key {key.name!r} has scope {key.scope!r}; this needs an {scope!r} key.",
+                       type="permission_error", code="insufficient_scope")
+    return key
+
+
+def identify(request: Request, keys: KeyStore) -> ApiKey:
+    """The caller's key, or the 401 :class:`APIError` (no keys at all, no key sent, an unknown key)."""
     if keys.empty():
         raise _unauthorized(
             "This server has no API keys yet, so the API refuses every request. On the server, create one: "
@@ -37,9 +47,6 @@ def authenticate(request: Request, keys: KeyStore, scope: str) -> ApiKey:
     if key is None:
         raise _unauthorized("Invalid API key: it is unknown or was revoked. Ask the server's admin for a key "
                             "(`hybrid-rag keys create`).", "invalid_api_key")
-    if not key.allows(scope):
-        raise APIError(403, f"The key {key.name!r} has scope {key.scope!r}; this needs an {scope!r} key.",
-                       type="permission_error", code="insufficient_scope")
     return key
 
 
@@ -76,4 +83,4 @@ class GenerationSlots:
             return self._busy.get(name, 0)
 
 
-__all__ = ["authenticate", "GenerationSlots"]
+__all__ = ["authenticate", "identify", "GenerationSlots"]
