@@ -154,6 +154,23 @@ class JobSettings(Strict):
     keep: int = Field(200, ge=1, le=100_000)   # finished jobs remembered, newest first
 
 
+MILVUS_INDEX_TYPES = ("HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8", "FLAT", "AUTOINDEX",
+                      "GPU_CAGRA", "GPU_IVF_FLAT", "GPU_IVF_PQ", "GPU_BRUTE_FORCE")
+
+
+class MilvusSettings(Strict):
+    """The Milvus server (or Milvus Lite file) that ``store.backend: milvus`` collections live in."""
+
+    uri: str | None = None                  # None: the Milvus Lite file <data_dir>/milvus.db
+    token_env: str = "MILVUS_TOKEN"         # the variable that holds the token ("user:password" or an API key)
+    index_type: Literal[MILVUS_INDEX_TYPES] = "HNSW"   # dense index of new collections; GPU_* need a GPU server
+
+
+class StoreSettings(Strict):
+    backend: Literal["files", "milvus"] = "files"   # where new collections go; each collection keeps its own
+    milvus: MilvusSettings = MilvusSettings()
+
+
 class Settings(Strict):
     data_dir: Path = Path("data")
     models_file: Path = Path("models.yaml")
@@ -163,6 +180,7 @@ class Settings(Strict):
     retrieval: RetrievalSettings = RetrievalSettings()
     dense: DenseSettings = DenseSettings()
     sparse: SparseSettings = SparseSettings()
+    store: StoreSettings = StoreSettings()
     limits: LimitSettings = LimitSettings()
     admin: AdminSettings = AdminSettings()
     offline_llm: OfflineLLMSettings = OfflineLLMSettings()
@@ -309,4 +327,5 @@ def load_settings(path: str | Path | None = None, data_dir: str | Path | None = 
 
 
 __all__ = ["Settings", "load_settings", "ConfigError", "CONFIG_DIR", "SOURCE_ROOT", "read_yaml", "merge",
-           "EmbedderSettings", "ChunkingSettings", "RetrievalSettings", "DenseSettings", "SparseSettings", "LimitSettings"]
+           "EmbedderSettings", "ChunkingSettings", "RetrievalSettings", "DenseSettings", "SparseSettings", "LimitSettings",
+           "StoreSettings", "MilvusSettings"]

@@ -1,4 +1,4 @@
-"""Hybrid retrieval: dense (FAISS) + sparse (BM25) candidate lists, fused.
+"""Hybrid retrieval: dense + sparse (BM25) candidate lists from the collection's store backend, fused here.
 
 Fusion methods (``retrieval.fusion``):
 - ``rrf``: reciprocal rank fusion, ``sum_r w_r / (rrf_k + rank_r)``.
@@ -10,18 +10,18 @@ Fusion methods (``retrieval.fusion``):
   computes the full score array). Every candidate in the union of the two top-``depth`` lists gets its
   real score on both sides (the stored vector; its BM25 score), so the fusion is exact over that union.
   A chunk in neither list is not scored. Measured best on SciFact (see README), so it is the default.
-  ``convex`` without the stats falls back to z-normalising over each candidate list.
+  Where the backend cannot give the corpus moments (Milvus), the union's own moments are used: every
+  candidate still gets its exact score on both sides (see docs/scale.md for the measurements).
+
+Both backends run the same two searches and the same fusion here, so RRF and convex mean the same on each.
 
 Every hit keeps its explanation: dense rank/score, sparse rank/score, fused score and rank.
 """
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -71,65 +71,6 @@ def convex(scored: dict[str, tuple[list[int], np.ndarray]], weights: dict[str, f
     return fused
 
 
-class CorpusStats:
-    """Per-version statistics for corpus-level z-normalisation of dense scores, plus row access
-    to the stored vectors. Computed once per version and cached beside it."""
-
-    def __init__(self, vdir: Path):
-        self.vectors = np.load(vdir / "vectors.npy", mmap_mode="r", allow_pickle=False)
-        cache = vdir / "dense_stats.npz"
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                self.mean, self.cov = z["mean"], z["cov"]
-        except (OSError, KeyError, ValueError):
-            self.mean, self.cov = self._compute(self.vectors)
-            tmp = vdir / f".dense_stats.{os.getpid()}.{threading.get_ident()}.npz"
-            try:
-                np.savez(tmp, mean=self.mean, cov=self.cov)
-                os.replace(tmp, cache)
-            except OSError as e:  # a read-only data dir still searches; it just recomputes next time
-                log.info("could not cache dense stats in %s: %s", vdir, e)
-
-    @staticmethod
-    def _compute(x: np.ndarray, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-        n, d = x.shape
-        total = np.zeros(d)
-        outer = np.zeros((d, d))
-        for i in range(0, n, block):
-            part = np.asarray(x[i:i + block], dtype=np.float64)
-            total += part.sum(0)
-            outer += part.T @ part
-        mean = total / max(n, 1)
-        cov = outer / max(n, 1) - np.outer(mean, mean)
-        return mean, cov
-
-    def dense_z(self, q: np.ndarray) -> tuple[float, float]:
-        q = q.astype(np.float64)
-        return float(q @ self.mean), float(np.sqrt(max(q @ self.cov @ q, 1e-12)))
-
-
-_STATS: dict[str, CorpusStats] = {}
-_STATS_LOCK = threading.Lock()
-_STATS_MAX = 8  # versions whose stats stay cached (each holds a dim x dim covariance); oldest dropped first
-
-
-def corpus_stats(col: Collection) -> CorpusStats | None:
-    key = str(col.vdir)
-    with _STATS_LOCK:
-        st = _STATS.get(key)
-    if st is not None:
-        return st
-    try:  # computed outside the lock: searches of other versions never wait for it (two may compute once each)
-        st = CorpusStats(col.vdir)
-    except FileNotFoundError:
-        return None
-    with _STATS_LOCK:
-        st = _STATS.setdefault(key, st)
-        while len(_STATS) > _STATS_MAX:  # every commit makes a new version: never grow without bound
-            _STATS.pop(next(iter(_STATS)))
-    return st
-
-
 class Retriever:
     """Searches one collection with one embedder and one set of retrieval settings."""
 
@@ -162,19 +103,16 @@ class Retriever:
         timings["embed_ms"] = (time.perf_counter() - t0) * 1000
         if mode in ("dense", "hybrid"):
             t = time.perf_counter()
-            sc, rows = col.dense.search(qvec, depth)
-            dense_rows, dense_scores = rows[0].tolist(), sc[0]
+            dense_rows, dense_scores = col.dense_search(qvec, depth)
             timings["dense_ms"] = (time.perf_counter() - t) * 1000
         sparse_of = {}  # row -> BM25 score, for every row a hit can come from
-        sparse_moments = (0.0, 0.0)
+        sparse_moments = None
         if mode in ("sparse", "hybrid"):
             t = time.perf_counter()
-            # one posting-list pass: the top rows, the dense candidates' scores, and the corpus mean/std
-            rows, sc, of_dense, sparse_moments = col.sparse.search_tokens_with(
-                col.sparse.tokenizer(query), depth, np.asarray(dense_rows, dtype=np.int64))
-            sparse_rows, sparse_scores = rows.tolist(), sc
-            sparse_of = dict(zip(dense_rows, map(float, of_dense)))
-            sparse_of.update(zip(sparse_rows, map(float, sc)))
+            sp = col.sparse_search(query, depth, dense_rows)
+            sparse_rows, sparse_scores, sparse_moments = sp.rows, sp.scores, sp.moments
+            sparse_of = dict(zip(dense_rows, map(float, sp.extra_scores)))
+            sparse_of.update(zip(sparse_rows, map(float, sparse_scores)))
             timings["sparse_ms"] = (time.perf_counter() - t) * 1000
 
         t = time.perf_counter()
@@ -187,11 +125,8 @@ class Retriever:
         elif s.fusion == "rrf":
             fused = rrf({"dense": dense_rows, "sparse": sparse_rows}, weights, s.rrf_k)
         else:
-            stats = corpus_stats(col)
-            if stats is None:
-                fused = convex({"dense": (dense_rows, dense_scores), "sparse": (sparse_rows, sparse_scores)}, weights)
-            else:
-                fused, exact_dense = _convex_corpus(qvec, sparse_of, sparse_moments, stats, weights)
+            dense_moments = col.dense_moments(qvec) if sparse_moments is not None else None
+            fused, exact_dense = _convex_exact(col, qvec, sparse_of, dense_moments, sparse_moments, weights)
         top = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
         timings["fuse_ms"] = (time.perf_counter() - t) * 1000
 
@@ -212,20 +147,22 @@ class Retriever:
                                candidates={"dense": len(dense_rows), "sparse": len(sparse_rows)})
 
 
-def _convex_corpus(qvec, sparse_of: dict[int, float], sparse_moments: tuple[float, float],
-                   stats: CorpusStats, weights):
-    """Convex fusion with corpus-level z-scores, exact for every candidate of either list.
-    ``sparse_of`` holds the BM25 score of every candidate (the union of both lists)."""
+def _convex_exact(col: Collection, qvec, sparse_of: dict[int, float], dense_moments, sparse_moments, weights):
+    """Convex fusion of z-scores, with the exact score of every candidate of either list on both sides.
+    ``sparse_of`` holds the BM25 score of every candidate (the union of both lists). The z-scores use the
+    corpus-level moments where the backend gives both, else the moments over the union."""
     if not sparse_of:
         return {}, {}
-    union = np.fromiter(sorted(sparse_of), dtype=np.int64, count=len(sparse_of))
-    dm, ds = stats.dense_z(qvec)
-    dense = np.asarray(stats.vectors[union], dtype=np.float32) @ qvec.astype(np.float32)
-    sm, ss = sparse_moments
-    sparse = np.fromiter((sparse_of[r] for r in union.tolist()), dtype=np.float64, count=len(union))
+    union = sorted(sparse_of)
+    dense = np.asarray(col.dense_scores(qvec, union), dtype=np.float64)
+    sparse = np.fromiter((sparse_of[r] for r in union), dtype=np.float64, count=len(union))
+    if dense_moments is None or sparse_moments is None:
+        dense_moments, sparse_moments = (dense.mean(), dense.std()), (sparse.mean(), sparse.std())
+    (dm, ds), (sm, ss) = dense_moments, sparse_moments
+    zd = (dense - dm) / ds if ds > 1e-12 else np.zeros(len(union))
     zs = (sparse - sm) / ss if ss > 1e-12 else np.zeros(len(union))
-    fused = weights["dense"] * (dense - dm) / ds + weights["sparse"] * zs
-    return dict(zip(union.tolist(), fused.tolist())), dict(zip(union.tolist(), dense.tolist()))
+    fused = weights["dense"] * zd + weights["sparse"] * zs
+    return dict(zip(union, fused.tolist())), dict(zip(union, dense.tolist()))
 
 
 __all__ = ["Retriever", "RetrievalResult", "rrf", "convex", "MODES"]

@@ -158,3 +158,34 @@ def fake_embedded(monkeypatch):
     monkeypatch.setattr(EmbeddedClient, "open", open_)
     monkeypatch.setattr(EmbeddedClient, "count_tokens", lambda self, text: len(text.encode()) // 3 + 1)
     return calls
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory) -> str:
+    """One Milvus Lite file for the session: its embedded server starts once."""
+    return str(tmp_path_factory.mktemp("milvus") / "milvus.db")
+
+
+@pytest.fixture(params=["files", "milvus"])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store_settings(settings, backend, request):
+    """``settings`` with ``store.backend`` set to the test's backend. Milvus collections live in the session's
+    Milvus Lite (a real embedded Milvus), emptied after each test."""
+    if backend == "files":
+        yield settings
+        return
+    from rag.store import milvus
+
+    settings.store.backend, settings.store.milvus.uri = "milvus", request.getfixturevalue("milvus_uri")
+    yield settings
+    c = milvus.client(settings)
+    for name in c.list_collections():
+        if name != milvus.META:
+            c.drop_collection(name)
+    c.delete(milvus.META, filter="gen >= 0")
+    milvus._CACHE.clear()
+    milvus._LOADED.clear()

@@ -331,6 +331,34 @@ def _hnsw(s):
     return _vectors_collection(s).dense.index.hnsw
 
 
+def _in_milvus(s, observe):
+    """``observe(settings)`` after an ingest into a Milvus collection; this process's Milvus Lite is let go after."""
+    from rag.store import milvus
+
+    s.store.backend = "milvus"
+    try:
+        _ingest(s)
+        return observe(s)
+    finally:
+        milvus.release(s)
+
+
+def _backend_of_c(s):
+    from rag.store import backend_of, milvus
+
+    _ingest(s)
+    try:
+        return backend_of("c", s)
+    finally:
+        milvus.release(s)
+
+
+def _milvus_index_type(s):
+    from rag.store import milvus
+
+    return _in_milvus(s, lambda s: milvus.client(s).describe_index(milvus.milvus_name("c"), "vector")["index_type"])
+
+
 def _side_file(tmp_path, name, change):
     raw = yaml.safe_load((CONFIG_DIR / name).read_text())
     change(raw)
@@ -429,6 +457,12 @@ def _cases(tmp_path, monkeypatch):
         ("sparse.stopwords", None, lambda s: len(_search(s, query="the", mode="sparse").hits) > 0, True),
         ("sparse.stemmer", None, lambda s: len(_search(s, query="sleep", mode="sparse").hits), 1),
         ("sparse.backend", "numpy", lambda s: _collection(s).sparse.backend, "numpy"),
+        ("store.backend", "milvus", _backend_of_c, "milvus"),
+        ("store.milvus.uri", str(tmp_path / "elsewhere.db"),
+         lambda s: _in_milvus(s, lambda s: (tmp_path / "elsewhere.db" / "collections").is_dir()), True),
+        ("store.milvus.token_env", "MY_MILVUS_TOKEN", lambda s: (monkeypatch.setenv("MY_MILVUS_TOKEN", "root:Milvus"),
+         __import__("rag.store.milvus", fromlist=["x"]).client_args(s)["token"])[1], "root:Milvus"),
+        ("store.milvus.index_type", "IVF_FLAT", _milvus_index_type, "IVF_FLAT"),
         ("limits.max_file_bytes", 10, lambda s: _upload(s, "a.md", b"# A\n\nlonger than ten bytes"), "failed"),
         ("limits.max_files_per_upload", 1, lambda s: _upload(s, "p.zip", _zip({"a.md": b"alpha", "b.md": b"beta"})),
          ["added", "failed"]),  # the archive's second member is over the limit
@@ -529,7 +563,8 @@ SLOW = {"embedder.cache_dir"}  # exports the ONNX model into a new folder
 @pytest.mark.parametrize("channel", ["file", "env"])
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in CASE_IDS])
 def test_each_setting_takes_effect(case, channel, tmp_path, monkeypatch):
-    for k in ("HYBRID_RAG_ADMIN_PASSWORD", "MY_ADMIN_PW", "MY_EMBED_KEY", "HYBRID_RAG_NIM_URL"):
+    for k in ("HYBRID_RAG_ADMIN_PASSWORD", "MY_ADMIN_PW", "MY_EMBED_KEY", "HYBRID_RAG_NIM_URL", "MILVUS_TOKEN",
+              "MY_MILVUS_TOKEN"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("NVIDIA_API_KEY", "nvapi-test")  # the NVIDIA embedder is built, never called
     if case == "embedder.api_key_env":

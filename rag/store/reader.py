@@ -7,13 +7,18 @@ dense index kind) are a collection's own, fixed when it was created (see ``write
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
 from pathlib import Path
 
+import numpy as np
+
 from ..dense import DenseIndex
 from ..sparse import SparseIndex
 from ..types import Chunk
+from .base import Collection, DocRecord, SparseHits
 from .layout import (
     FORMAT,
     CollectionError,
@@ -21,6 +26,8 @@ from .layout import (
     collections_root,
     current_version,
 )
+
+log = logging.getLogger(__name__)
 
 CHUNK_COLS = "id, doc_id, source, text, start, end_, page, heading, title"
 
@@ -30,8 +37,10 @@ def row_to_chunk(r) -> Chunk:
                  page=r[6], heading=r[7], title=r[8] or "")
 
 
-class Collection:
-    """One loaded, immutable version of a collection. Safe to share between threads."""
+class FilesCollection(Collection):
+    """One loaded, immutable version of a files-backend collection. Safe to share between threads."""
+
+    backend = "files"
 
     def __init__(self, name: str, path: Path, version: str, dense_settings, sparse_settings):
         self.name, self.path, self.version = name, path, version
@@ -60,14 +69,40 @@ class Collection:
                 f"Collection {name!r} {version} is inconsistent (dense {self.dense.size}, sparse "
                 f"{self.sparse.size}, chunks {n}); delete it and ingest again.")
 
-    @property
-    def size(self) -> int:
-        return self.manifest["counts"]["chunks"]
+    # -- search --------------------------------------------------------------------------------
+    def dense_search(self, query_vector, k):
+        scores, rows = self.dense.search(query_vector, k)
+        return rows[0].tolist(), scores[0]
 
-    @property
-    def embedder_id(self) -> str:
-        return self.manifest["embedder"]["id"]
+    def sparse_search(self, query, k, extra_rows):
+        # one posting-list pass: the top rows, the extra rows' scores, and the corpus mean/std
+        rows, scores, extra, moments = self.sparse.search_tokens_with(
+            self.sparse.tokenizer(query), k, np.asarray(extra_rows, dtype=np.int64))
+        return SparseHits(rows.tolist(), scores, extra, moments)
 
+    def dense_scores(self, query_vector, rows):
+        vectors = self._stats().vectors
+        return np.asarray(vectors[np.asarray(rows, dtype=np.int64)], dtype=np.float32) @ query_vector.astype(np.float32)
+
+    def dense_moments(self, query_vector):
+        try:
+            return self._stats().dense_z(query_vector)
+        except FileNotFoundError:  # a version written before vectors.npy was kept
+            return None
+
+    def _stats(self) -> "CorpusStats":
+        with _STATS_LOCK:
+            st = _STATS.get(str(self.vdir))
+        if st is not None:
+            return st
+        st = CorpusStats(self.vdir)  # outside the lock: searches of other versions never wait for it
+        with _STATS_LOCK:
+            st = _STATS.setdefault(str(self.vdir), st)
+            while len(_STATS) > _STATS_MAX:  # every commit makes a new version: never grow without bound
+                _STATS.pop(next(iter(_STATS)))
+        return st
+
+    # -- reading -------------------------------------------------------------------------------
     def _query(self, sql: str, params=()) -> list:
         with self._con_lock:
             return self._con.execute(sql, params).fetchall()
@@ -97,8 +132,71 @@ class Collection:
     def row_doc_ids(self) -> list[str]:
         return [r[0] for r in self._query("SELECT doc_id FROM chunks ORDER BY row")]
 
+    def counts(self):
+        [(chunks,)], [(docs,)] = self._query("SELECT COUNT(*) FROM chunks"), self._query("SELECT COUNT(*) FROM docs")
+        return {"chunks": chunks, "documents": docs}
 
-_CACHE: dict[tuple, Collection] = {}
+    def export(self, batch: int = 256):
+        vectors = self._stats().vectors
+        docs = self._query("SELECT doc_id, source, title, sha256, bytes, format FROM docs ORDER BY rowid")
+        for i in range(0, len(docs), batch):
+            part = docs[i:i + batch]
+            marks = ",".join("?" * len(part))
+            rows = self._query(f"SELECT row, {CHUNK_COLS} FROM chunks WHERE doc_id IN ({marks}) ORDER BY row",
+                               [d[0] for d in part])
+            by_doc: dict[str, list] = {}
+            for r in rows:
+                by_doc.setdefault(r[2], []).append(r)
+            for d in part:
+                rs = by_doc.get(d[0], [])
+                yield (DocRecord(d[0], d[1], d[2] or "", d[3], d[4] or 0, d[5] or ""),
+                       [row_to_chunk(r[1:]) for r in rs],
+                       np.asarray(vectors[[r[0] for r in rs]], dtype=np.float32))
+
+
+class CorpusStats:
+    """Per-version statistics for corpus-level z-normalisation of dense scores, plus row access
+    to the stored vectors. Computed once per version and cached beside it (``dense_stats.npz``)."""
+
+    def __init__(self, vdir: Path):
+        self.vectors = np.load(vdir / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        cache = vdir / "dense_stats.npz"
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                self.mean, self.cov = z["mean"], z["cov"]
+        except (OSError, KeyError, ValueError):
+            self.mean, self.cov = self._compute(self.vectors)
+            tmp = vdir / f".dense_stats.{os.getpid()}.{threading.get_ident()}.npz"
+            try:
+                np.savez(tmp, mean=self.mean, cov=self.cov)
+                os.replace(tmp, cache)
+            except OSError as e:  # a read-only data dir still searches; it just recomputes next time
+                log.info("could not cache dense stats in %s: %s", vdir, e)
+
+    @staticmethod
+    def _compute(x: np.ndarray, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+        n, d = x.shape
+        total = np.zeros(d)
+        outer = np.zeros((d, d))
+        for i in range(0, n, block):
+            part = np.asarray(x[i:i + block], dtype=np.float64)
+            total += part.sum(0)
+            outer += part.T @ part
+        mean = total / max(n, 1)
+        cov = outer / max(n, 1) - np.outer(mean, mean)
+        return mean, cov
+
+    def dense_z(self, q: np.ndarray) -> tuple[float, float]:
+        q = q.astype(np.float64)
+        return float(q @ self.mean), float(np.sqrt(max(q @ self.cov @ q, 1e-12)))
+
+
+_STATS: dict[str, CorpusStats] = {}
+_STATS_LOCK = threading.Lock()
+_STATS_MAX = 8  # versions whose stats stay cached (each holds a dim x dim covariance); oldest dropped first
+
+
+_CACHE: dict[tuple, FilesCollection] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -107,7 +205,7 @@ def _query_key(settings) -> tuple:
     return (d.use_gpu, d.ivf_nprobe, d.hnsw_ef_search, s.backend)
 
 
-def open_collection(name: str, settings) -> Collection:
+def open_collection(name: str, settings) -> FilesCollection:
     """The current version of a collection in ``settings.data_dir``, opened with the query-time settings;
     cached, and reloaded when a writer has swapped in a new version."""
     path = collection_path(name, settings.data_dir)
@@ -117,7 +215,7 @@ def open_collection(name: str, settings) -> Collection:
         col = _CACHE.get(key)
         if col is not None and col.version == version:
             return col
-    col = Collection(name, path, version, settings.dense, settings.sparse)
+    col = FilesCollection(name, path, version, settings.dense, settings.sparse)
     with _CACHE_LOCK:
         _CACHE[key] = col
     return col
@@ -144,10 +242,10 @@ def list_collections(data_dir: str | Path) -> list[dict]:
             manifest = json.loads((d / version / "manifest.json").read_text())
         except (OSError, ValueError, CollectionError):
             continue
-        out.append({"name": d.name, "version": version, "documents": manifest["counts"]["documents"],
+        out.append({"name": d.name, "backend": "files", "version": version, "documents": manifest["counts"]["documents"],
                     "chunks": manifest["counts"]["chunks"], "embedder": manifest["embedder"]["id"],
                     "updated": manifest["build"]["time"]})
     return out
 
 
-__all__ = ["Collection", "open_collection", "list_collections", "row_to_chunk", "CHUNK_COLS"]
+__all__ = ["FilesCollection", "CorpusStats", "open_collection", "list_collections", "row_to_chunk", "CHUNK_COLS"]

@@ -17,14 +17,13 @@ import platform
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..dense import DenseIndex
 from ..sparse import SparseIndex
-from ..types import Chunk
+from .base import DocRecord, StagingWriter
 from .layout import (
     FORMAT,
     KEEP_VERSIONS,
@@ -69,18 +68,8 @@ CREATE INDEX IF NOT EXISTS docs_hash ON docs(sha256);
 """
 
 
-@dataclass
-class DocRecord:
-    doc_id: str
-    source: str
-    title: str
-    sha256: str
-    bytes: int = 0
-    format: str = ""
-
-
-class CollectionWriter:
-    """Stage additions and removals, then ``commit()`` them as a new version.
+class FilesWriter(StagingWriter):
+    """Stage additions and removals, then ``commit()`` them as a new version (the files backend).
 
     Use as a context manager: it holds the collection's writer lock until it exits.
     ``index_text`` is applied to each chunk to get the text that BM25 and the embedder see.
@@ -96,17 +85,12 @@ class CollectionWriter:
         self.index_title = settings.retrieval.index_title
         self.sparse_settings, self.dense_settings = settings.sparse, settings.dense
         self._lock_cm = None
-        self._removed: set[str] = set()
-        self._added: list[tuple[DocRecord, list[Chunk]]] = []
-        self._vectors: list[np.ndarray] = []
-        # staged doc_id -> sha256 and sha256 -> first staged doc_id: O(1) dedupe while staging many documents
-        self._staged_hash: dict[str, str] = {}
-        self._staged_by_sha: dict[str, str] = {}
+        self._reset_staging()
         self.base_version: str | None = None
         self._base_db: sqlite3.Connection | None = None
 
     # -- context -----------------------------------------------------------------------------
-    def __enter__(self) -> "CollectionWriter":
+    def __enter__(self) -> "FilesWriter":
         self._lock_cm = writer_lock(self.path)
         self._lock_cm.__enter__()
         try:
@@ -150,64 +134,17 @@ class CollectionWriter:
             self._lock_cm.__exit__(*exc)
         return False
 
-    # -- lookups used for dedupe -------------------------------------------------------------
-    def existing_hash(self, doc_id: str) -> str | None:
-        if doc_id in self._staged_hash:
-            return self._staged_hash[doc_id]
-        if self._base_db is None or doc_id in self._removed:
+    # -- the committed version's documents, for dedupe ----------------------------------------
+    def _base_hash(self, doc_id: str) -> str | None:
+        if self._base_db is None:
             return None
         r = self._base_db.execute("SELECT sha256 FROM docs WHERE doc_id = ?", (doc_id,)).fetchone()
         return r[0] if r else None
 
-    def doc_with_hash(self, sha256: str) -> str | None:
-        if sha256 in self._staged_by_sha:
-            return self._staged_by_sha[sha256]
+    def _base_docs_with_hash(self, sha256: str) -> list[str]:
         if self._base_db is None:
-            return None
-        for (doc_id,) in self._base_db.execute("SELECT doc_id FROM docs WHERE sha256 = ?", (sha256,)):
-            if doc_id not in self._removed:
-                return doc_id
-        return None
-
-    def has_document(self, doc_id: str) -> bool:
-        return self.existing_hash(doc_id) is not None
-
-    # -- staging -----------------------------------------------------------------------------
-    def index_text(self, chunk: Chunk) -> str:
-        if self.index_title and chunk.title and not chunk.text.startswith(chunk.title):
-            return f"{chunk.title}\n{chunk.text}"
-        return chunk.text
-
-    def remove(self, doc_id: str) -> None:
-        """Drop a document: from this batch if it was staged here, else from the base version."""
-        staged = []
-        if doc_id in self._staged_hash:  # rare (a document replaced within one batch): scan once
-            staged = [i for i, (r, _) in enumerate(self._added) if r.doc_id == doc_id]
-            sha = self._staged_hash.pop(doc_id)
-            for i in reversed(staged):
-                del self._added[i]
-                del self._vectors[i]
-            if self._staged_by_sha.get(sha) == doc_id:
-                del self._staged_by_sha[sha]
-                twin = next((r.doc_id for r, _ in self._added if r.sha256 == sha), None)
-                if twin is not None:
-                    self._staged_by_sha[sha] = twin
-        if not staged:
-            self._removed.add(doc_id)
-
-    def add(self, record: DocRecord, chunks: list[Chunk], vectors: np.ndarray) -> None:
-        if len(chunks) != len(vectors):
-            raise ValueError("one vector per chunk is required")
-        if self.has_document(record.doc_id):
-            self.remove(record.doc_id)
-        self._added.append((record, chunks))
-        self._vectors.append(np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim))
-        self._staged_hash[record.doc_id] = record.sha256
-        self._staged_by_sha.setdefault(record.sha256, record.doc_id)
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._added or self._removed)
+            return []
+        return [d for (d,) in self._base_db.execute("SELECT doc_id FROM docs WHERE sha256 = ?", (sha256,))]
 
     # -- commit ------------------------------------------------------------------------------
     def commit(self) -> str | None:
@@ -241,8 +178,7 @@ class CollectionWriter:
         if self._base_db is not None:
             self._base_db.close()
             self._base_db = None
-        self._removed, self._added, self._vectors = set(), [], []
-        self._staged_hash, self._staged_by_sha = {}, {}
+        self._reset_staging()
         self._open_base()
         return version
 
@@ -417,4 +353,4 @@ def _package_version() -> str:
         return "dev"
 
 
-__all__ = ["CollectionWriter", "DocRecord", "delete_collection"]
+__all__ = ["FilesWriter", "DocRecord", "delete_collection"]
