@@ -7,6 +7,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+# llama-cpp-python builds from source (PyPI has no wheel): only the libraries the app loads (no multimodal
+# library, no llama.cpp "common" library: configs/llama-cpp-build.cmake), on every core. Your own CMAKE_ARGS
+# (e.g. -DGGML_CUDA=on, see README "GPU") are added after these.
+LLAMA_PIN := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DCMAKE_PROJECT_llama_cpp_INCLUDE=$(CURDIR)/configs/llama-cpp-build.cmake
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -21,6 +26,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: this is the CPU build. GPU users: see README "GPU".
 	$(PIP) install -q torch==2.13.0
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $${CMAKE_ARGS:-}" CMAKE_BUILD_PARALLEL_LEVEL="$${CMAKE_BUILD_PARALLEL_LEVEL:-$$(nproc)}" \
+	  $(PIP) install -q "$(LLAMA_PIN)"
 	$(PIP) install -q -e '.[test]'
 	touch $(STAMP)
 

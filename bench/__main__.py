@@ -2,7 +2,8 @@
 
 Retrieval latency at scale, index build and memory, dense recall against latency, ingest throughput, nDCG
 of the faster embedders, adding a document, TTFT overhead, concurrent users, the GPU paths and the embedded
-model's first token on the starter collection, quiet and during an upload (bench/offline.py). Prints
+model's first token on the starter collection, quiet and during an upload (bench/offline.py), and an idle
+server's CPU use (bench/idle.py). Prints
 markdown tables (what docs/benchmarks.md quotes) and writes JSON with the command and the machine.
 
     python -m bench                                  # 10k, 100k and 1M chunks, every section (long)
@@ -32,7 +33,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("query_embedding", "dense_variants", "retrieval", "ingest", "ndcg", "add_one", "ttft", "concurrency",
-            "gpu", "offline")
+            "gpu", "offline", "idle")
 log = logging.getLogger("bench")
 
 
@@ -244,6 +245,15 @@ def main(argv=None) -> int:
                            quick=args.quick)
 
         section("offline", offline)
+
+        def idle():
+            from . import idle as idl
+
+            if args.quick:
+                return idl.run(seconds=2.0, windows=1, settle_s=1.0, browser=False)
+            return idl.run()
+
+        section("idle", idle)
     finally:
         report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         report["machine"]["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()]

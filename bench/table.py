@@ -217,6 +217,11 @@ def render(report: dict) -> str:
         from .offline import render_lines
 
         lines += render_lines(off) + [""]
+    idle = S.get("idle")
+    if isinstance(idle, dict) and "rows" in idle:
+        from .idle import table as idle_table
+
+        lines += ["An idle server (`hybrid-rag serve`, nobody asking), CPU", "", idle_table(idle), ""]
     g = S.get("gpu")
     if isinstance(g, dict):
         lines.append("gpu: " + (g.get("skipped") or json.dumps({k: val for k, val in g.items() if k != "section_s"})))

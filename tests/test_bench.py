@@ -63,3 +63,6 @@ def test_quick_bench_writes_json(tmp_path):
     assert off["quiet"] and off["ingest"] and all(r["n"] == 2 for r in off["quiet"].values())
     assert "Embedded model (SmolLM2-135M) on the starter collection" in res.stdout
     assert "Retrieval latency" in res.stdout and "| sparse, bm25s numba backend" in res.stdout
+    idle = sections["idle"]
+    assert len(idle["rows"]) == 2 and all(r["core_pct_median"] >= 0 for r in idle["rows"].values())
+    assert "An idle server" in res.stdout
