@@ -1,7 +1,9 @@
 """A non-editable install carries its settings files and runs from any directory."""
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +28,16 @@ def test_non_editable_install_finds_its_configs(tmp_path):
                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, check=True).stdout.split()
     assert out[0] == str(target / "rag" / "configs") and out[1] == "None"
     assert int(out[2]) >= 3 and out[3] == "speed" and out[4] == str(work / "data")
+
+
+def test_setup_builds_llama_cpp_with_the_pinned_version_and_our_build_options(tmp_path):
+    """`make setup` builds llama-cpp-python at the version pyproject pins, with configs/llama-cpp-build.cmake
+    (the first-install time in the README depends on it). `make -n` prints the recipe without running it."""
+    repo = Path(__file__).resolve().parent.parent
+    pin = re.search(r'"(llama-cpp-python==[0-9.]+)"', (repo / "pyproject.toml").read_text()).group(1)
+    out = subprocess.run(["make", "-n", "-B", "setup", f"VENV={tmp_path / 'venv'}"], cwd=repo, capture_output=True,
+                         text=True, check=True).stdout
+    assert f'pip install -q "{pin}"' in out
+    include = re.search(r"-DCMAKE_PROJECT_llama_cpp_INCLUDE=(\S+)", out).group(1)
+    assert Path(include).is_file() and "set(LLAMA_BUILD_COMMON OFF)" in Path(include).read_text()
+    assert "-DLLAVA_BUILD=OFF" in out
