@@ -33,7 +33,8 @@ def test_convex_by_hand():
 
 
 @pytest.fixture
-def retriever(settings, embedder):
+def retriever(store_settings, embedder):
+    settings = store_settings
     with CollectionWriter("tiny", settings, embedder_id=embedder.model_id, dim=embedder.dim) as w:
         for doc_id, text in DOCS.items():
             c = Chunk(id=f"{doc_id}#0", doc_id=doc_id, source=f"{doc_id}.md", text=text, start=0, end=len(text))
@@ -73,8 +74,47 @@ def test_bad_parameters_are_clear_errors(retriever):
         retriever.search("x", k=0)
 
 
-def test_corpus_level_convex_matches_brute_force(retriever):
+def test_rrf_is_the_same_on_both_backends(retriever):
+    """RRF over the two lists each backend returns (with weights and k from the settings)."""
+    retriever.settings = retriever.settings.model_copy(update={"fusion": "rrf", "dense_weight": 2.0, "rrf_k": 10})
+    res = retriever.search("bread flour starter and purring cats", mode="hybrid", k=5)
+    for h in res.hits:
+        want = sum(w / (10 + r) for w, r in ((2.0, h.dense_rank), (0.3, h.sparse_rank)) if r is not None)
+        assert h.score == pytest.approx(want)
+
+
+def test_convex_on_milvus_uses_the_union_moments(retriever, backend):
+    """Milvus cannot give corpus moments: z-scores over the union of both lists, exact scores on both sides."""
+    if backend == "files":
+        return  # the files backend's corpus-level z-scores: the test below
+    retriever.settings = retriever.settings.model_copy(update={"fusion": "convex", "depth": 3})
+    q = "pets that purr and bread made with flour"
+    res = retriever.search(q, mode="hybrid", k=3)
+    col, emb = retriever.collection, retriever.embedder
+    by_doc = {c.doc_id: r for r, c in zip(*_all_rows(col))}
+    qv = emb.encode_queries([q])[0]
+    union = sorted(set(col.dense_search(qv, 3)[0]) | set(col.sparse_search(q, 3, []).rows))
+    dense = col.dense_scores(qv, union)
+    sp = col.sparse_search(q, 3, union)
+    sparse = sp.extra_scores.astype(np.float64)
+    s = retriever.settings
+    z = s.dense_weight * (dense - dense.mean()) / dense.std() + s.sparse_weight * (sparse - sparse.mean()) / sparse.std()
+    want = dict(zip(union, z))
+    assert len(res.hits) == min(3, len(union))  # the hits come from the union of the two top-3 lists
+    for h in res.hits:
+        assert h.score == pytest.approx(want[by_doc[h.chunk.doc_id]], abs=1e-4)
+        assert h.dense_score is not None and h.sparse_score is not None
+
+
+def _all_rows(col):
+    rows, _ = col.dense_search(np.ones(384, np.float32) / np.sqrt(384), col.size)
+    return rows, col.chunks(rows)
+
+
+def test_corpus_level_convex_matches_brute_force(retriever, backend):
     """Default fusion: z-scores over the whole collection, computed exactly for every candidate."""
+    if backend == "milvus":
+        return  # corpus moments are the files backend's; Milvus: the test above
     col, emb = retriever.collection, retriever.embedder
     retriever.settings = retriever.settings.model_copy(update={"fusion": "convex", "depth": 2})
     q = "pets that purr and bread made with flour"

@@ -38,8 +38,10 @@ from .layout import CollectionError, CollectionNotFound, validate_name, writer_l
 from .writer import _package_version
 
 log = logging.getLogger(__name__)
-# Milvus Lite has no server timestamps; pymilvus says so at every query_iterator (harmless there)
+# Milvus Lite has no server timestamps: pymilvus asks for one at every query_iterator, Lite's in-process gRPC server
+# logs the refusal, pymilvus the fallback to a client-side one (harmless there); neither is shown
 logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(lambda r: "mvccTs" not in r.getMessage())
+logging.getLogger("grpc._server").addFilter(lambda r: "Method not implemented" not in r.getMessage())
 
 META = "hybrid_rag_collections"
 FORMAT = 1
