@@ -2,7 +2,7 @@
 
     python tests/crash_worker.py DATA_DIR LOG_FILE
 
-Each round ingests three new documents (every fourth round also deletes one) into collection ``c``, then
+The store backend and Milvus uri come from the environment (HYBRID_RAG__STORE__*). Each round ingests three new documents (every fourth round also deletes one) into collection ``c``, then
 appends ``committed <version> <documents>`` to LOG_FILE after each commit, flushed and fsynced, so the test knows which
 versions were fully committed. Prints ``ready`` once its imports are done.
 """
@@ -58,8 +58,8 @@ def main() -> None:
 def committed(log, settings) -> None:
     from rag.store import open_collection
 
-    version = (Path(settings.data_dir) / "collections" / "c" / "CURRENT").read_text().strip()
-    log.write(f"committed {version} {len(open_collection('c', settings).documents())}\n")
+    col = open_collection("c", settings)
+    log.write(f"committed {col.version} {len(col.documents())}\n")
     log.flush()
     os.fsync(log.fileno())
 

@@ -63,6 +63,12 @@ class FilesCollection(Collection):
         # has garbage-collected this version still reads it, through the file this connection holds open
         self._con = sqlite3.connect(f"file:{vdir / 'chunks.sqlite'}?mode=ro", uri=True, check_same_thread=False)
         self._con_lock = threading.Lock()
+        # mapped now for the same reason: exact dense scores and corpus moments still read a collected version
+        try:
+            self._vectors = np.load(vdir / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            raise CollectionError(f"Collection {name!r} {version} was written before vectors were kept beside the "
+                                  "index: ingest its documents again into a new collection.") from None
         n = self.manifest["counts"]["chunks"]
         if not (self.dense.size == self.sparse.size == n):
             raise CollectionError(
@@ -81,21 +87,18 @@ class FilesCollection(Collection):
         return SparseHits(rows.tolist(), scores, extra, moments)
 
     def dense_scores(self, query_vector, rows):
-        vectors = self._stats().vectors
-        return np.asarray(vectors[np.asarray(rows, dtype=np.int64)], dtype=np.float32) @ query_vector.astype(np.float32)
+        rows = np.asarray(rows, dtype=np.int64)
+        return np.asarray(self._vectors[rows], dtype=np.float32) @ query_vector.astype(np.float32)
 
     def dense_moments(self, query_vector):
-        try:
-            return self._stats().dense_z(query_vector)
-        except FileNotFoundError:  # a version written before vectors.npy was kept
-            return None
+        return self._stats().dense_z(query_vector)
 
     def _stats(self) -> "CorpusStats":
         with _STATS_LOCK:
             st = _STATS.get(str(self.vdir))
         if st is not None:
             return st
-        st = CorpusStats(self.vdir)  # outside the lock: searches of other versions never wait for it
+        st = CorpusStats(self.vdir, self._vectors)  # outside the lock: other versions' searches never wait
         with _STATS_LOCK:
             st = _STATS.setdefault(str(self.vdir), st)
             while len(_STATS) > _STATS_MAX:  # every commit makes a new version: never grow without bound
@@ -137,7 +140,7 @@ class FilesCollection(Collection):
         return {"chunks": chunks, "documents": docs}
 
     def export(self, batch: int = 256):
-        vectors = self._stats().vectors
+        vectors = self._vectors
         docs = self._query("SELECT doc_id, source, title, sha256, bytes, format FROM docs ORDER BY rowid")
         for i in range(0, len(docs), batch):
             part = docs[i:i + batch]
@@ -155,17 +158,16 @@ class FilesCollection(Collection):
 
 
 class CorpusStats:
-    """Per-version statistics for corpus-level z-normalisation of dense scores, plus row access
-    to the stored vectors. Computed once per version and cached beside it (``dense_stats.npz``)."""
+    """Per-version statistics for corpus-level z-normalisation of dense scores (the stored vectors' mean and
+    covariance). Computed once per version and cached beside it (``dense_stats.npz``)."""
 
-    def __init__(self, vdir: Path):
-        self.vectors = np.load(vdir / "vectors.npy", mmap_mode="r", allow_pickle=False)
+    def __init__(self, vdir: Path, vectors: np.ndarray):
         cache = vdir / "dense_stats.npz"
         try:
             with np.load(cache, allow_pickle=False) as z:
                 self.mean, self.cov = z["mean"], z["cov"]
         except (OSError, KeyError, ValueError):
-            self.mean, self.cov = self._compute(self.vectors)
+            self.mean, self.cov = self._compute(vectors)
             tmp = vdir / f".dense_stats.{os.getpid()}.{threading.get_ident()}.npz"
             try:
                 np.savez(tmp, mean=self.mean, cov=self.cov)
