@@ -106,17 +106,33 @@ def cmd_collections(args) -> int:
 
     settings = _settings(args)
     if args.delete:
-        delete_collection(args.delete, settings.data_dir)
+        delete_collection(args.delete, settings)
         print(f"deleted collection '{args.delete}'")
         return 0
-    cols = list_collections(settings.data_dir)
+    cols = list_collections(settings)
     if args.json:
         print(json.dumps(cols))
         return 0
     if not cols:
         print(f"no collections in {settings.data_dir} (create one with `hybrid-rag ingest --collection NAME FILES...`)")
     for c in cols:
-        print(f"{c['name']:<24} {c['documents']:>7} docs {c['chunks']:>8} chunks  {c['version']}  {c['embedder']}")
+        print(f"{c['name']:<24} {c['documents']:>7} docs {c['chunks']:>8} chunks  {c['backend']:<6}  {c['version']}  "
+              f"{c['embedder']}")
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    """Copy a collection into the other backend (vectors and chunks as they are), verify the counts."""
+    from .store import migrate, validate_name
+
+    settings = _settings(args)
+    new_name = validate_name(args.as_name or f"{args.collection}-{args.to}")
+    t = time.perf_counter()
+    counts = migrate(args.collection, settings, args.to, new_name)
+    src, dst = counts["source"], counts["target"]
+    print(f"copied {args.collection!r} to {new_name!r} ({args.to}) in {time.perf_counter() - t:.1f} s: "
+          f"{dst['documents']} documents, {dst['chunks']} chunks (source: {src['documents']} documents, "
+          f"{src['chunks']} chunks); the source is unchanged")
     return 0
 
 
@@ -148,32 +164,61 @@ def cmd_keys(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    """Retrieval evaluation: several configurations side by side on BEIR queries + qrels (see docs/evaluation.md)."""
     from .engine import Engine
-    from .eval import evaluate, load_qrels, load_queries
+    from .eval import judged, load_qrels, load_queries, parse_configs, run_configs
+    from .evalruns import save_run_files
 
     settings = _settings(args)
     if args.fusion:
         settings.retrieval.fusion = args.fusion
-    r = Engine(settings).retriever(args.collection)
-    queries, qrels = load_queries(args.queries), load_qrels(args.qrels)
-    if args.limit:
-        queries = dict(list(queries.items())[: args.limit])
+    configs = parse_configs(args.configs)  # bad names fail before anything loads
+    engine = Engine(settings)
+    if args.beir:
+        from .evalset import ensure_collection, find_set
 
-    def progress(mode, i, n):
-        if i % 100 == 0 or i == n:
-            print(f"\r{mode}: {i}/{n}", end="", file=sys.stderr, flush=True)
+        beir = find_set(args.beir, args.split)
+        name = args.collection or beir.name
+        how = ensure_collection(name, beir.corpus, settings=settings, embedder=engine.embedder,
+                                progress=None if args.quiet else _eval_ingest_progress)
+        print(f"collection '{name}': {'reused (same corpus)' if how == 'reused' else 'ingested from ' + str(beir.corpus)}",
+              file=sys.stderr)
+        queries_path, qrels_path = beir.queries, beir.qrels
+    else:
+        missing = [f for f in ("collection", "queries", "qrels") if not getattr(args, f)]
+        if missing:
+            raise InvalidInput("eval needs --collection, --queries and --qrels (or --beir DIR): missing "
+                               + ", ".join("--" + m for m in missing) + ".")
+        name, queries_path, qrels_path = args.collection, args.queries, args.qrels
+    qrels = load_qrels(qrels_path)
+    queries = judged(load_queries(queries_path), qrels, args.limit)
+    retriever = engine.retriever(name)
 
-    modes = args.modes.split(",")
-    out = evaluate(r, queries, qrels, modes=modes, progress=progress)
-    print(file=sys.stderr)
-    print(f"{'mode':<8} {'nDCG@10':>8} {'R@10':>8} {'R@100':>8} {'MRR@10':>8} {'p50 ms*':>8}")
-    for mode, m in out.items():
-        print(f"{mode:<8} {m['ndcg@10']:>8.4f} {m['recall@10']:>8.4f} {m['recall@100']:>8.4f} "
-              f"{m['mrr@10']:>8.4f} {m['p50_ms_after_embedding']:>8.1f}")
-    print("* search time per query at depth 300, query embedding excluded (queries are embedded in one batch)")
+    def progress(config, i, n):
+        if not args.quiet and (i % 100 == 0 or i == n):
+            print(f"\r{config}: {i}/{n}", end="\n" if i == n else "", file=sys.stderr, flush=True)
+
+    result = run_configs(retriever, queries, qrels, configs, progress=progress)
+    if not args.quiet:
+        print(file=sys.stderr)
+    out = result.summary()
+    width = max(8, *(len(n) for n in out))
+    print(f"{'config':<{width}} {'nDCG@10':>8} {'R@10':>8} {'R@100':>8} {'MRR@10':>8} {'p50 ms*':>8} {'p95 ms*':>8}")
+    for config, m in out.items():
+        print(f"{config:<{width}} {m['ndcg@10']:>8.4f} {m['recall@10']:>8.4f} {m['recall@100']:>8.4f} "
+              f"{m['mrr@10']:>8.4f} {m['p50_ms']:>8.1f} {m['p95_ms']:>8.1f}")
+    print(f"{len(queries)} judged queries. * search time per query, query embedding excluded (queries are embedded "
+          f"in one batch: {result.info['embed_ms_per_query']:.1f} ms per query)")
+    if args.save_runs:
+        paths = save_run_files(result, args.save_runs)
+        print(f"run files: {', '.join(str(p) for p in paths)}")
     if args.json:
         print(json.dumps(out))
     return 0
+
+
+def _eval_ingest_progress(frac, msg):
+    print(f"\r[ingest {frac * 100:5.1f}%] {msg[:60]:<60}", end="\n" if frac >= 1 else "", file=sys.stderr, flush=True)
 
 
 def cmd_bench(args) -> int:
@@ -211,13 +256,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_collections)
 
-    s = sub.add_parser("eval", help="evaluate retrieval on BEIR queries + qrels")
-    s.add_argument("--collection", "-c", required=True)
-    s.add_argument("--queries", required=True)
-    s.add_argument("--qrels", required=True)
-    s.add_argument("--modes", default="sparse,dense,hybrid")
-    s.add_argument("--fusion", choices=["convex", "rrf"])
-    s.add_argument("--limit", type=int, help="only the first N queries")
+    s = sub.add_parser("migrate", help="copy a collection into the other store backend (no re-embedding)")
+    s.add_argument("collection")
+    s.add_argument("--to", required=True, choices=["milvus", "files"], help="the target backend")
+    s.add_argument("--as", dest="as_name", metavar="NAME", help="the copy's name (default: COLLECTION-BACKEND)")
+    s.set_defaults(func=cmd_migrate)
+
+    s = sub.add_parser("eval", help="evaluate retrieval on BEIR queries + qrels, several configurations side by side")
+    s.add_argument("--collection", "-c", help="the collection to search (with --beir: the one to ingest into; "
+                   "default: the folder's name)")
+    s.add_argument("--queries", help="BEIR queries.jsonl")
+    s.add_argument("--qrels", help="BEIR qrels.tsv (query-id, corpus-id, score)")
+    s.add_argument("--beir", metavar="DIR", help="a BEIR folder (corpus.jsonl(.gz), queries.jsonl, qrels.tsv or "
+                   "qrels/test.tsv): its corpus is ingested, or the collection reused if it holds the same corpus")
+    s.add_argument("--split", help="with --beir: the judgements qrels/SPLIT.tsv (default: qrels.tsv, else qrels/test.tsv)")
+    s.add_argument("--configs", "--modes", dest="configs", default="sparse,dense,hybrid",
+                   help="comma-separated configurations, each MODE[-FUSION][-WDENSE-WSPARSE][-kK]: sparse, dense, "
+                   "hybrid (the settings' fusion), hybrid-rrf, hybrid-convex, hybrid-convex-0.5-0.5, hybrid-k50 "
+                   "(default: sparse,dense,hybrid)")
+    s.add_argument("--fusion", choices=["convex", "rrf"], help="the fusion of plain 'hybrid' (default: retrieval.fusion)")
+    s.add_argument("--limit", type=int, help="only the first N judged queries")
+    s.add_argument("--save-runs", metavar="DIR", help="write each configuration's top-100 documents per query as a "
+                   "TREC run file DIR/<config>.run")
+    s.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     s.add_argument("--json", action="store_true", help="print the metrics as one JSON object on the last line")
     s.set_defaults(func=cmd_eval)
 
