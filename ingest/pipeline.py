@@ -424,7 +424,8 @@ def _ingest_one(key: tuple, label: str, name: str, data: bytes, session: Session
     res = FileResult(label, "duplicate")
     added = replaced = 0
     for doc in docs:
-        if len(docs) == 1 and doc.metadata.get("format") != "beir":
+        beir = doc.metadata.get("format") == "beir"
+        if len(docs) == 1 and not beir:
             doc.doc_id = doc.source = label  # the relative path keeps same-named files in different folders apart
         sha = doc_hash(doc)
         writer = session.writer  # a commit during this file (its embedding) moves on to a new writer
@@ -432,7 +433,8 @@ def _ingest_one(key: tuple, label: str, name: str, data: bytes, session: Session
         if old == sha:
             res.details.append(f"{doc.doc_id}: unchanged")
             continue
-        twin = batch.staged_doc_with_hash(sha) or writer.doc_with_hash(sha)
+        # a BEIR corpus keeps every _id (its judgements name them); other uploads skip repeated content
+        twin = None if beir else batch.staged_doc_with_hash(sha) or writer.doc_with_hash(sha)
         if twin is not None and twin != doc.doc_id:
             res.details.append(f"{doc.doc_id}: same content as {twin}")
             continue
