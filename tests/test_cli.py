@@ -60,13 +60,31 @@ def test_eval_prints_json_last_line(hybrid_rag_bin, data_dir, tmp_path):
     (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
         "\t".join(r) + "\n" for r in qrels if r[0] in keep_q))
     run(hybrid_rag_bin, "ingest", "-c", "sf", str(tmp_path / "corpus.jsonl"), data_dir=data_dir)
-    out = run(hybrid_rag_bin, "eval", "-c", "sf", "--queries", str(tmp_path / "queries.jsonl"),
-              "--qrels", str(tmp_path / "qrels.tsv"), "--json", data_dir=data_dir).stdout
+    runs = tmp_path / "out"
+    out = run(hybrid_rag_bin, "eval", "--collection", "sf", "--queries", str(tmp_path / "queries.jsonl"),
+              "--qrels", str(tmp_path / "qrels.tsv"), "--save-runs", str(runs), "--json", data_dir=data_dir).stdout
     metrics = json.loads(out.strip().splitlines()[-1])
     assert set(metrics) == {"sparse", "dense", "hybrid"}
     for m in metrics.values():
-        assert set(m) >= {"ndcg@10", "recall@10", "recall@100", "mrr@10"}
+        assert set(m) >= {"ndcg@10", "recall@10", "recall@100", "mrr@10", "p50_ms", "p95_ms"}
         assert 0.5 <= m["ndcg@10"] <= 1.0  # 25 documents: the judged ones should rank high
+    # exactly one TREC run file per mode, which trec_eval (pytrec_eval) scores as the app did
+    import pytrec_eval
+
+    assert sorted(p.name for p in runs.iterdir()) == ["dense.run", "hybrid.run", "sparse.run"]
+    judgements = {}
+    for q, d, g in qrels:
+        if q in keep_q:
+            judgements.setdefault(q, {})[d] = int(g)
+    for mode in metrics:
+        lines = [line.split() for line in (runs / f"{mode}.run").read_text().splitlines()]
+        assert all(len(p) == 6 and p[1] == "Q0" and p[5] == mode for p in lines)
+        trec = {}
+        for q, _, d, rank, score, _ in lines:
+            trec.setdefault(q, {})[d] = float(score)
+        assert all(len(docs) <= 100 for docs in trec.values()) and set(trec) == keep_q
+        ref = pytrec_eval.RelevanceEvaluator(judgements, {"ndcg_cut.10"}).evaluate(trec)
+        assert round(sum(r["ndcg_cut_10"] for r in ref.values()) / len(ref), 4) == metrics[mode]["ndcg@10"]
 
 
 def test_config_reaches_search_ingest_and_ask(hybrid_rag_bin, data_dir, tmp_path):
