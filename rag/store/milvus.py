@@ -546,8 +546,8 @@ class MilvusWriter(StagingWriter):
             self._by_sha.setdefault(rec.sha256, []).append(rec.doc_id)
         self.info["counts"] = {"documents": len(self._docs), "chunks": sum(n for _, n in self._docs.values())}
         self.info["hidden"] = hidden
-        self.info["build"] = {"time": time.time(), "base": self.gen, "seconds": round(time.perf_counter() - t0, 3),
-                              "hybrid_rag": _package_version()}
+        self.info["build"] = {"time": time.time(), "base": self.gen, "hybrid_rag": _package_version(),
+                              "seconds": {"rows": round(time.perf_counter() - t0, 3)}}
         _write_state(self._c, self.name, gen, 0, self.info)  # the commit: readers see generation `gen` now
         self.gen = gen
         if hidden:
