@@ -11,7 +11,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no teleme
 
 import gradio as gr  # noqa: E402
 
-from . import chat, compare, documents  # noqa: E402
+from . import chat, compare, documents, evaluate  # noqa: E402
 from .backend import STARTER_COLLECTION, Backend  # noqa: E402
 
 CSS = """
@@ -100,8 +100,10 @@ def build_app(settings, *, backend: Backend | None = None):
                 doc_parts = documents.build(backend)
             with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
                 cmp_parts = compare.build(backend)
+            with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate"):
+                eval_parts = evaluate.build(backend)
 
-        others = [chat_parts["collection"], cmp_parts["collection"]]
+        others = [chat_parts["collection"], cmp_parts["collection"], eval_parts["collection"]]
 
         def sync(*current):
             names = backend.collection_names()
