@@ -74,7 +74,7 @@ class Backend:
         from rag.store import list_collections
 
         try:
-            return list_collections(self.settings.data_dir)
+            return list_collections(self.settings)
         except OSError as e:
             log.warning("cannot list collections: %s", e)
             return []
@@ -104,7 +104,7 @@ class Backend:
     def delete_collection(self, name: str) -> None:
         from rag.store import delete_collection
 
-        delete_collection(name, self.settings.data_dir)
+        delete_collection(name, self.settings)
 
     def ingest(self, name: str, files: list[tuple[str, bytes | Path]], progress=None, cancelled=None):
         from ingest.pipeline import ingest
