@@ -6,7 +6,9 @@ as the app); system messages are not used (the app has its own instructions). RA
 body fields: ``collection``, ``mode``, ``top_k``. Citations: a top-level ``citations`` array (source
 ``[i+1]`` is entry i) in the completion; when streaming, on the chunk just before ``data: [DONE]`` (the
 finish chunk, or the usage chunk with ``stream_options.include_usage``), with ``x_hybrid_rag`` (route,
-reason, model, endpoint, fallbacks, timings).
+reason, model, endpoint, fallbacks, timings, ``verification``: the citation check, ``rerank``). Each citation
+entry also says whether the sentences citing it are supported by it (``supported``, ``support_score``; None
+for sources no sentence cites, or when the check is off).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from fastapi import APIRouter, Depends, Request
 
 from rag.answer import Done, Sources, Token
 from rag.catalog import ROUTES
-from rag.engine import Retrieved
+from rag.engine import Retrieved, Verified
 from rag.metrics import GENERATIONS
 
 from .documents import hit_fields
@@ -39,7 +41,7 @@ META_KEYS = ("route", "reason", "mode", "model", "model_name", "api_model", "end
              "warning", "attempts", "retrieval_ms", "ttft_ms", "total_ms", "tokens_per_s", "prompt_tokens",
              "completion_tokens", "usage_source", "injection_flags", "chunks_dropped", "history", "params",
              "finish_reason", "partial", "error", "citations", "prompt_style", "loop_stop", "extractive",
-             "extractive_reason", "citations_added", "threads")
+             "extractive_reason", "citations_added", "threads", "verification", "rerank")
 
 
 # --- models -----------------------------------------------------------------------------------------
@@ -124,8 +126,11 @@ def ask_arguments(req: ChatRequest, svc: Service) -> dict:
 
 
 # --- response pieces ---------------------------------------------------------------------------------
-def citations(hits, used: set[int]) -> list[dict]:
-    return [{"index": i, "cited": i in used, **hit_fields(h)} for i, h in enumerate(hits, 1)]
+def citations(hits, used: set[int], verification: dict | None = None) -> list[dict]:
+    """One entry per source sent ([i] is entry i - 1); ``supported``/``support_score`` from the citation check."""
+    checked = {x["source"]: x for x in (verification or {}).get("sources") or []}
+    return [{"index": i, "cited": i in used, **hit_fields(h), "supported": checked.get(i, {}).get("supported"),
+             "support_score": checked.get(i, {}).get("support_score")} for i, h in enumerate(hits, 1)]
 
 
 def x_meta(meta: dict, collection: str, retrieval_mode: str | None, api_ttft_ms: float | None) -> dict:
@@ -171,10 +176,12 @@ class _Answer:
             self.parts.append(ev.text)
         elif isinstance(ev, Done):
             self.meta = ev.meta
+        elif isinstance(ev, Verified) and self.meta is not None:
+            self.meta["verification"] = ev.report
 
     def citations(self) -> list[dict]:
         used = set((self.meta or {}).get("citations", {}).get("used", []))
-        return citations(self.hits, used)
+        return citations(self.hits, used, (self.meta or {}).get("verification"))
 
     def x(self) -> dict:
         return x_meta(self.meta or {}, self.collection, self.mode, self.ttft_ms)

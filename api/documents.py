@@ -46,7 +46,9 @@ def hit_fields(h) -> dict:
             "chunk_id": c.id, "text": c.text, "start": c.start, "end": c.end, "score": float(h.score),
             "fused_rank": h.fused_rank, "dense_rank": h.dense_rank,
             "dense_score": None if h.dense_score is None else float(h.dense_score), "sparse_rank": h.sparse_rank,
-            "sparse_score": None if h.sparse_score is None else float(h.sparse_score)}
+            "sparse_score": None if h.sparse_score is None else float(h.sparse_score),
+            "rerank_rank": h.rerank_rank,
+            "rerank_score": None if h.rerank_score is None else float(h.rerank_score)}
 
 
 @router.post("/search", response_model=SearchResponse, tags=["search"],

@@ -85,6 +85,11 @@ class Citation(BaseModel):
     dense_score: float | None
     sparse_rank: int | None
     sparse_score: float | None
+    rerank_rank: int | None = Field(None, description="rank after the rerank stage (None when it did not run)")
+    rerank_score: float | None = Field(None, description="the rerank NIM's score")
+    supported: bool | None = Field(None, description="the citation check: every sentence citing this source is "
+                                                     "supported by it (None: not cited, or the check is off)")
+    support_score: float | None = Field(None, description="the lowest support score of the sentences citing it")
 
 
 class AssistantMessage(BaseModel):
@@ -113,7 +118,8 @@ class ChatCompletion(BaseModel):
     usage: Usage
     citations: list[Citation]
     x_hybrid_rag: dict = Field(..., description="route, reason, model, endpoint, fallbacks, retrieval_ms, "
-                                                "ttft_ms, citations used/unknown, ...")
+                                                "ttft_ms, citations used/unknown, verification (the citation "
+                                                "check: counts, unsupported and uncited sentences), rerank, ...")
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -157,6 +163,8 @@ class SearchHit(BaseModel):
     dense_score: float | None
     sparse_rank: int | None
     sparse_score: float | None
+    rerank_rank: int | None = Field(None, description="rank after the rerank stage (None when it did not run)")
+    rerank_score: float | None = Field(None, description="the rerank NIM's score")
 
 
 class SearchResponse(BaseModel):

@@ -91,7 +91,8 @@ def cmd_search(args) -> int:
                       "source": h.chunk.source, "page": h.chunk.page, "heading": h.chunk.heading,
                       "start": h.chunk.start, "end": h.chunk.end, "text": h.chunk.text,
                       "dense_rank": h.dense_rank, "dense_score": h.dense_score,
-                      "sparse_rank": h.sparse_rank, "sparse_score": h.sparse_score} for h in res.hits]}))
+                      "sparse_rank": h.sparse_rank, "sparse_score": h.sparse_score,
+                      "rerank_rank": h.rerank_rank, "rerank_score": h.rerank_score} for h in res.hits]}))
         return 0
     if not res.hits:
         print("no results")

@@ -171,6 +171,24 @@ class StoreSettings(Strict):
     milvus: MilvusSettings = MilvusSettings()
 
 
+class VerifySettings(Strict):
+    """Verified citations (rag/verify.py): each answer's sentences checked against the passages they cite."""
+
+    enabled: bool = True
+    threshold: float = Field(0.54, ge=0, le=1)   # support score (cosine) a cited sentence needs; tuned, see docs
+
+
+class RerankSettings(Strict):
+    """The optional rerank stage (rag/rerank.py): a rerank NIM reorders the fused top ``top_n``."""
+
+    enabled: bool = False
+    model: str = "nvidia/llama-3.2-nv-rerankqa-1b-v2"
+    base_url: str | None = None             # local rerank NIM, e.g. http://localhost:8000/v1; None = hosted
+    api_key_env: str = "NVIDIA_API_KEY"     # the variable that holds the hosted key
+    top_n: int = Field(20, ge=1, le=200)    # fused hits sent to the reranker (retrieval takes at least this many)
+    timeout_s: float = Field(5.0, gt=0, le=300)   # then the fused order is kept
+
+
 class Settings(Strict):
     data_dir: Path = Path("data")
     models_file: Path = Path("models.yaml")
@@ -186,6 +204,8 @@ class Settings(Strict):
     offline_llm: OfflineLLMSettings = OfflineLLMSettings()
     api: ApiSettings = ApiSettings()
     jobs: JobSettings = JobSettings()
+    verify: VerifySettings = VerifySettings()
+    rerank: RerankSettings = RerankSettings()
     models: CatalogSpec          # from models_file
     router: RouterSpec           # from router_file
 
@@ -328,4 +348,4 @@ def load_settings(path: str | Path | None = None, data_dir: str | Path | None = 
 
 __all__ = ["Settings", "load_settings", "ConfigError", "CONFIG_DIR", "SOURCE_ROOT", "read_yaml", "merge",
            "EmbedderSettings", "ChunkingSettings", "RetrievalSettings", "DenseSettings", "SparseSettings", "LimitSettings",
-           "StoreSettings", "MilvusSettings"]
+           "StoreSettings", "MilvusSettings", "VerifySettings", "RerankSettings"]

@@ -65,6 +65,8 @@ class Hit:
     sparse_rank: int | None = None
     sparse_score: float | None = None
     fused_rank: int | None = None
+    rerank_score: float | None = None  # the rerank NIM's score (rag/rerank.py); None when no rerank ran
+    rerank_rank: int | None = None     # 1-based rank after reranking
 
 
 __all__ = ["Section", "Document", "Chunk", "Hit"]

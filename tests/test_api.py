@@ -121,6 +121,45 @@ def test_the_plain_streaming_loop_of_the_sdk_works(api):
     assert sum("citations" in (c.model_extra or {}) for c in chunks) == 1
 
 
+UNCITED = "The moon is made of green cheese and orbits slowly."
+INVENTED = "Cats are secretly purple aliens from Mars [1]."
+
+
+def _check_of(citations, x):
+    """The citation check as the API reports it: per-citation verdicts agree with x_hybrid_rag.verification."""
+    v = x["verification"]
+    assert v["checked"] and v["counts"] == {"sentences": 3, "claims": 3, "supported": 1, "unsupported": 1,
+                                            "uncited": 1}
+    assert [s["text"] for s in v["unsupported"]] == [INVENTED]
+    assert [s["text"] for s in v["uncited"]] == [UNCITED] and v["uncited"][0]["closest"] is None
+    first = citations[0]
+    assert first["cited"] and first["supported"] is False and 0 < first["support_score"] < 1
+    assert first["support_score"] == v["sources"][0]["support_score"]
+    assert all(c["supported"] is None and c["support_score"] is None for c in citations[1:])
+
+
+def test_citations_say_whether_the_sentences_citing_them_are_supported(api):
+    """Non-streaming: top-level citations and x_hybrid_rag; streaming: the chunk before [DONE] (raw SSE)."""
+    import json
+
+    question = "How long do cats sleep?"
+    top = api.backend.search("docs", question, k=2).hits[0].chunk.text   # source [1]
+    said = top.split("\n")[-1].rstrip(".")                                # its sentence, as written
+    api.nim.default = Script(tokens=[said + " [1]. ", INVENTED + " ", UNCITED])
+    body = {"model": "speed", "collection": "docs", "top_k": 2, "messages": [{"role": "user", "content": question}]}
+    r = httpx.post(api.v1 + "/chat/completions", json=body, headers=_h(api.read), timeout=30)
+    assert r.status_code == 200, r.text
+    _check_of(r.json()["citations"], r.json()["x_hybrid_rag"])
+    with httpx.Client(timeout=30) as c, c.stream("POST", api.v1 + "/chat/completions", headers=_h(api.read),
+                                                 json={**body, "stream": True}) as resp:
+        events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    last = json.loads(events[-2])
+    assert last["choices"][0]["finish_reason"] == "stop"
+    _check_of(last["citations"], last["x_hybrid_rag"])
+    assert all("citations" not in json.loads(e) for e in events[:-2])
+
+
 def test_a_stream_that_breaks_upstream_is_an_error_not_an_answer(api):
     from openai import APIError as OpenAIError
     from openai import OpenAI

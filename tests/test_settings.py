@@ -11,6 +11,7 @@ import yaml
 from reliability_kit import FakeEmbedder
 
 from rag.config import CONFIG_DIR, ConfigError, Settings, load_settings
+from rag.testing.fake_nim import closed_port_url, fake_catalog
 
 FAKE = FakeEmbedder()
 DOCS = {
@@ -413,6 +414,50 @@ def _jobs_remembered(s):
         b.jobs.close(timeout=10)
 
 
+def _citation_check(s) -> str:
+    """The status the citation check gives a paraphrase citing its passage, or "off" when no check came."""
+    from rag.engine import Engine, Verified
+    from rag.testing.fake_nim import FakeNIM, Script
+
+    _ingest(s)
+    with FakeNIM(default=Script(tokens=["Cats sleep sixteen hours a day [1]."])) as nim:
+        events = list(Engine(s, embedder=FAKE, catalog=fake_catalog(nim.base_url)).ask(
+            "How many hours a day do cats sleep?", collection="c", route="speed", k=1, mode="sparse"))
+    checks = [e.report for e in events if isinstance(e, Verified)]
+    return checks[0]["sentences"][0]["status"] if checks else "off"
+
+
+def _rerank(s, what: str, delay_s: float = 0.0, enable: bool = True):
+    """One search with the rerank stage against a fake rerank NIM (``rerank.base_url`` points at it unless the
+    case sets it): ``what`` = requests | model | passages | failure."""
+    from rag.engine import Engine
+    from rag.testing.fake_nim import FakeNIM, RankScript
+
+    _ingest(s)
+    with FakeNIM() as nim:
+        nim.ranking = RankScript(delay_s=delay_s)
+        if enable:
+            s.rerank.enabled = True
+        s.rerank.base_url = s.rerank.base_url or nim.base_url
+        engine = Engine(s, embedder=FAKE)
+        _, info = engine._retrieve(engine.retriever("c"), "cats sleep", None, None)
+        reqs = nim.rank_requests
+    return {"requests": len(reqs), "model": reqs[0]["json"]["model"] if reqs else None,
+            "passages": len(reqs[0]["json"]["passages"]) if reqs else None,
+            "failure": (info or {}).get("failure")}[what]
+
+
+def _rerank_key_asked_for(s, monkeypatch) -> str:
+    """The variable a hosted rerank asks for when no key is set (no request is made)."""
+    from rag.rerank import Reranker
+
+    monkeypatch.delenv("NVIDIA_API_KEY", raising=False)
+    monkeypatch.delenv("MY_RERANK_KEY", raising=False)
+    s.rerank.enabled = True
+    hits = _search(s).hits
+    return Reranker.from_settings(s).rerank("cats", hits)[1]["reason"].split(": ")[1].split()[0]
+
+
 # --- the cases: (setting, value, observe(settings, ctx) -> what the component did, expected) ----------------
 
 def _cases(tmp_path, monkeypatch):
@@ -478,6 +523,14 @@ def _cases(tmp_path, monkeypatch):
         ("api.max_generations_per_key", 3, lambda s: _api_slots(s)[0], 3),
         ("api.retry_after_s", 9, lambda s: _api_slots(s)[1], "9"),
         ("jobs.keep", 1, _jobs_remembered, 1),
+        ("verify.enabled", False, _citation_check, "off"),
+        ("verify.threshold", 0.95, _citation_check, "unsupported"),
+        ("rerank.enabled", True, lambda s: _rerank(s, "requests", enable=False), 1),
+        ("rerank.model", "other/reranker", lambda s: _rerank(s, "model"), "other/reranker"),
+        ("rerank.base_url", closed_port_url(), lambda s: _rerank(s, "failure"), "down"),
+        ("rerank.api_key_env", "MY_RERANK_KEY", lambda s: _rerank_key_asked_for(s, monkeypatch), "MY_RERANK_KEY"),
+        ("rerank.top_n", 2, lambda s: _rerank(s, "passages"), 2),
+        ("rerank.timeout_s", 0.2, lambda s: _rerank(s, "failure", delay_s=0.6), "timeout"),
         ("offline_llm.threads", 3, lambda s: _embedded_load_args(s, monkeypatch)[0], 3),
         ("offline_llm.repack", True, lambda s: _embedded_load_args(s, monkeypatch)[1], True),
         ("offline_llm.flash_attn", False, lambda s: _embedded_load_args(s, monkeypatch)[2], False),

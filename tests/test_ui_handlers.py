@@ -77,6 +77,25 @@ def test_chat_streams_an_answer_with_numbered_sources(backend, kb, nim):
     assert len(outs) > 3  # searching, generating, tokens…, final
 
 
+def test_chat_marks_what_the_sources_do_not_support_once_the_answer_is_complete(backend, kb, nim):
+    nim.default = Script(tokens=["Cats sleep sixteen hours a day [1]. ", "Cats sleep 20 hours a day [1]. ",
+                                 "Owls hunt mice under the snow at night."])
+    seen = [(o[0][-1]["content"], str(o[3])) for o in chat.respond(  # as each update goes out (chat is reused)
+        backend, "How long do cats sleep?", [], [], "kb", "hybrid", 4, "route:auto", 0.2, 64)]
+    checking = [text for text, meta in seen if "Checking the citations" in meta]
+    assert len(checking) == 1 and "<mark" not in checking[0] and "Cats sleep 20 hours" in checking[0]  # plain first
+    outs = _run_chat(backend, "How long do cats sleep?")
+    final, history = outs[-1][0][-1]["content"], outs[-1][1]
+    assert final.startswith("Cats sleep sixteen hours a day [1]. <mark class=\"hr-unsupported\"")
+    assert "20 not in the source" in final and '<mark class="hr-uncited" title="No citation' in final
+    assert history[-1]["content"] == "Cats sleep sixteen hours a day [1]. Cats sleep 20 hours a day [1]. Owls hunt " \
+                                     "mice under the snow at night."   # the history keeps the plain text
+    assert "1 of 3 statements supported" in outs[-1][3] and "not supporting" in outs[-1][2]
+    backend.settings.verify.enabled = False
+    outs = _run_chat(backend, "How long do cats sleep?")
+    assert "<mark" not in outs[-1][0][-1]["content"] and not any("Checking" in str(o[3]) for o in outs)
+
+
 def test_chat_is_multi_turn(backend, kb, nim):
     chat_value, history, *_ = _run_chat(backend, "first?")[-1]
     _run_chat(backend, "second?", chat_value, history)

@@ -8,6 +8,7 @@ from ui.render import (
     meta_html,
     safe_markdown,
     sources_html,
+    verified_markdown,
 )
 
 EVIL = '<script>alert(1)</script><img src=x onerror="alert(2)">'
@@ -70,3 +71,31 @@ def test_injection_flags_are_shown_escaped():
         {"source": 2, "chunk": "x#0", "match": "ignore previous instructions <script>alert(1)</script>"}]})
     assert "[2]" in html and "ignore previous instructions" in html
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_verified_answers_mark_unsupported_and_uncited_sentences_and_escape_everything():
+    text = f"Fine sentence [1]. {EVIL} is bad [1]. Uncited <b>claim</b> here."
+    a, b = text.index(EVIL), text.index("Uncited")
+    report = {"checked": True, "counts": {"claims": 3, "supported": 1, "unsupported": 1, "uncited": 1},
+              "sentences": [
+                  {"text": "Fine sentence [1].", "start": 0, "end": 18, "status": "supported", "cites": [1]},
+                  {"text": "x", "start": a, "end": b - 1, "status": "unsupported", "cites": [1], "score": 0.31,
+                   "missing_numbers": ["2"], "unknown": []},
+                  {"text": EVIL, "start": b, "end": len(text), "status": "uncited", "closest": 2, "score": 0.7}]}
+    report["unsupported"] = [report["sentences"][1]]
+    report["uncited"] = [report["sentences"][2]]
+    md = verified_markdown(text, report)
+    assert "<script" not in md and "<img" not in md and "<b>" not in md   # text, never markup
+    assert md.startswith("Fine sentence [1]. <mark class=\"hr-unsupported\" title=\"[1] does not support this "
+                         "(similarity 0.31); 2 not in the source.\">&lt;script&gt;")
+    assert "</mark><sup title=" in md and ">⚠</sup>" in md and ">?</sup>" in md
+    assert 'title="No citation; closest source [2]."' in md and "&lt;b&gt;claim&lt;/b&gt;" in md
+    assert "a statement with no citation" in md          # the legend
+    assert verified_markdown(text, {"checked": False}) == safe_markdown(text)
+    html = meta_html({"route": "speed", "verification": report})
+    _no_markup_from(html)
+    assert "1 of 3 statements supported" in html and "1 not supported" in html and "1 without a citation" in html
+    assert "Citations not checked: the answer is empty." in meta_html({"verification": {"checked": False,
+                                                                                        "reason": "the answer is empty"}})
+    src = sources_html([_hit(), _hit(text="t", rerank_rank=1, rerank_score=2.5)], cited={1}, unsupported={1})
+    assert src.count("not supporting") == 1 and "rerank #1 (2.50)" in src

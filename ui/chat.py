@@ -1,4 +1,6 @@
-"""Chat tab: a streaming answer with numbered sources, the route/model/timings, and a stop button.
+"""Chat tab: a streaming answer with numbered sources, the route/model/timings, and a stop button. Once the
+answer is complete, the citation check (:mod:`rag.verify`) marks sentences its sources do not support and
+statements with no citation (a highlight with a tooltip, and a legend under the answer).
 
 ``respond`` is a plain generator over (chatbot messages, raw history, sources HTML, meta HTML), so the
 unit tests drive it without a browser. Gradio cancels it when Stop is pressed; closing the generator
@@ -12,10 +14,16 @@ import time
 import gradio as gr
 
 from rag.catalog import ROUTES
-from rag.engine import Done, Retrieved, Sources, Token
+from rag.engine import Done, Retrieved, Sources, Token, Verified
 from rag.errors import InvalidInput, user_message
 
-from .render import message_html, meta_html, safe_markdown, sources_html
+from .render import (
+    message_html,
+    meta_html,
+    safe_markdown,
+    sources_html,
+    verified_markdown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,11 @@ def whole_number(value, name: str) -> int | None:
 
 def _assistant(text: str) -> dict:
     return {"role": "assistant", "content": text}
+
+
+def _verifies(backend) -> bool:
+    settings = getattr(backend, "settings", None)
+    return bool(getattr(getattr(settings, "verify", None), "enabled", False))
 
 
 def respond(backend, message, chat, history, collection, mode, k, route_value, temperature, max_tokens):
@@ -108,6 +121,11 @@ def respond(backend, message, chat, history, collection, mode, k, route_value, t
                     yield chat, history, src_html, gr.skip(), ""
             elif isinstance(ev, Done):
                 meta = {**meta, **ev.meta}
+                if _verifies(backend) and text:   # the whole answer now; its marks come with Verified
+                    chat[-1] = _assistant(safe_markdown(text))
+                    yield chat, history, src_html, meta_html(meta, status="Checking the citations…"), ""
+            elif isinstance(ev, Verified):
+                meta["verification"] = ev.report
     except Exception as e:  # domain errors carry their own message; anything else is logged with a reference
         meta["error"] = user_message(e, "The answer")
     finally:
@@ -116,11 +134,13 @@ def respond(backend, message, chat, history, collection, mode, k, route_value, t
     if not text and not meta.get("error"):
         text = "_(no answer)_"
     cites = meta.get("citations")
+    report = meta.get("verification") or {}
     if cites:
-        src_html = sources_html(hits, cited=set(cites["used"]))
+        weak = {x["source"] for x in report.get("sources") or [] if not x.get("supported")}
+        src_html = sources_html(hits, cited=set(cites["used"]), unsupported=weak)
         if cites["unknown"]:
             meta["unknown_citations"] = cites["unknown"]
-    shown = safe_markdown(text) if text else safe_markdown(meta.get("error", ""))
+    shown = verified_markdown(text, report) if text else safe_markdown(meta.get("error", ""))
     if meta.get("embedded"):
         shown += "\n\n_⚠ Answered by the embedded offline model (SmolLM2-135M): weak, check the sources._"
     chat[-1] = _assistant(shown)

@@ -65,12 +65,15 @@ def location(chunk) -> str:
     return " · ".join(parts)
 
 
-def sources_html(hits, *, note: str | None = None, cited: set[int] | None = None) -> str:
+def sources_html(hits, *, note: str | None = None, cited: set[int] | None = None,
+                 unsupported: set[int] | None = None) -> str:
     """The sources panel: one numbered entry per chunk sent to the model ([1] is the answer's [1]).
 
-    ``cited``: the numbers the answer cites; those entries are marked.
+    ``cited``: the numbers the answer cites; those entries are marked. ``unsupported``: cited sources that do
+    not support some sentence citing them (the citation check); marked too.
     """
     cited = cited or set()
+    unsupported = unsupported or set()
     if not hits:
         body = f'<div class="hr-empty">{esc(note or "Sources appear here: exactly the passages the model is given, numbered as the answer cites them.")}</div>'
         return f'<div class="hr-sources">{body}</div>'
@@ -80,6 +83,11 @@ def sources_html(hits, *, note: str | None = None, cited: set[int] | None = None
         where = location(c)
         title = c.title if getattr(c, "title", "") and c.title != c.source else ""
         mark = ' <span class="hr-cited" title="cited in the answer">cited</span>' if i in cited else ""
+        if i in unsupported:
+            mark += (' <span class="hr-unsupported" title="a sentence that cites this source says something it '
+                     'does not support">⚠ not supporting</span>')
+        rerank = (f' · rerank {_rank(h.rerank_rank)} ({h.rerank_score:.2f})'
+                  if getattr(h, "rerank_rank", None) is not None and h.rerank_score is not None else "")
         items.append(
             f'<li class="hr-src{" hr-src-cited" if i in cited else ""}" id="src-{i}">'
             f'<div class="hr-src-head"><span class="hr-num">[{i}]</span> '
@@ -88,7 +96,7 @@ def sources_html(hits, *, note: str | None = None, cited: set[int] | None = None
             + mark + "</div>"
             + (f'<div class="hr-title">{esc(title)}</div>' if title else "")
             + f'<div class="hr-ranks">fused {_rank(h.fused_rank)} · dense {_rank(h.dense_rank)} · '
-            f'sparse {_rank(h.sparse_rank)} · score {h.score:.3f}</div>'
+            f'sparse {_rank(h.sparse_rank)} · score {h.score:.3f}{rerank}</div>'
             f'<details class="hr-snippet"><summary>{esc(snippet(c.text))}</summary>'
             f'<div class="hr-full">{esc(c.text)}</div></details>'
             "</li>")
@@ -139,6 +147,10 @@ def meta_html(meta: dict | None, *, retrieval_ms: float | None = None, status: s
         items = ", ".join(f'[{esc(f.get("source"))}] “{esc(f.get("match"))}”' for f in flags)
         rows.append(f'<div class="hr-warn">Source text that reads like instructions to the model was '
                     f'treated as quoted data, not followed: {items}</div>')
+    rows += _verification_rows(meta.get("verification"))
+    rerank = meta.get("rerank")
+    if isinstance(rerank, dict) and rerank.get("reason"):
+        rows.append(f'<div class="hr-warn">{esc(rerank["reason"])}</div>')
     if meta.get("reason"):
         rows.append(f'<div class="hr-reason"><span class="hr-k">Why this route</span> {esc(meta["reason"])}</div>')
     if fallbacks:
@@ -146,6 +158,68 @@ def meta_html(meta: dict | None, *, retrieval_ms: float | None = None, status: s
         rows.append(f'<details class="hr-fallbacks"><summary>{len(fallbacks)} endpoint(s) skipped</summary>'
                     f"<ul>{items}</ul></details>")
     return f'<div class="hr-meta">{"".join(rows)}</div>'
+
+
+VERIFY_LEGEND = ("⚠ the cited source does not support this sentence · ? a statement with no citation "
+                 "(hover a marked sentence for details)")
+
+
+def _why(row: dict) -> str:
+    """The tooltip of a marked sentence."""
+    if row.get("status") == "uncited":
+        near = f"; closest source [{row['closest']}]" if row.get("closest") else "; no source says it"
+        return f"No citation{near}."
+    if row.get("unknown") and not row.get("cites"):
+        return f"Cites {', '.join(f'[{n}]' for n in row['unknown'])}, which is not among the sources."
+    cites = ", ".join(f"[{n}]" for n in row.get("cites") or [])
+    why = [f"{cites} does not support this (similarity {row['score']:.2f})" if row.get("score") is not None
+           else f"{cites} does not support this"]
+    if row.get("missing_numbers"):
+        why.append(f"{', '.join(row['missing_numbers'])} not in the source")
+    return "; ".join(why) + "."
+
+
+def verified_markdown(text: str, report: dict | None) -> str:
+    """The answer as safe markdown with the citation check's marks: each unsupported or uncited sentence in a
+    ``<mark>`` whose tooltip says why, followed by ⚠ (unsupported) or ? (uncited), and a legend line. Text is
+    escaped exactly as :func:`safe_markdown` does; only the marks are markup."""
+    text = "" if text is None else str(text)
+    flagged = sorted((r for r in (report or {}).get("sentences") or []
+                      if r.get("status") in ("unsupported", "uncited")), key=lambda r: r["start"])
+    if not (report or {}).get("checked") or not flagged:
+        return safe_markdown(text)
+    out, pos = [], 0
+    for r in flagged:
+        start, end = int(r["start"]), int(r["end"])
+        if start < pos or end > len(text):
+            continue
+        sign = "?" if r["status"] == "uncited" else "⚠"
+        out.append(safe_markdown(text[pos:start]))
+        out.append(f'<mark class="hr-{esc(r["status"])}" title="{esc(_why(r))}">{safe_markdown(text[start:end])}'
+                   f'</mark><sup title="{esc(_why(r))}">{sign}</sup>')
+        pos = end
+    out.append(safe_markdown(text[pos:]))
+    return "".join(out) + f"\n\n<sub>{esc(VERIFY_LEGEND)}</sub>"
+
+
+def _verification_rows(report) -> list[str]:
+    """The citation check in the meta panel: a summary line and the flagged sentences."""
+    if not isinstance(report, dict):
+        return []
+    if not report.get("checked"):
+        return [f'<div class="hr-status">Citations not checked: {esc(report.get("reason") or "")}.</div>']
+    c = report.get("counts") or {}
+    flagged = (report.get("unsupported") or []) + (report.get("uncited") or [])
+    summary = (f'{c.get("supported", 0)} of {c.get("claims", 0)} statements supported by their sources'
+               + (f' · {c.get("unsupported", 0)} not supported' if c.get("unsupported") else "")
+               + (f' · {c.get("uncited", 0)} without a citation' if c.get("uncited") else ""))
+    kind = "hr-warn" if flagged else "hr-status"
+    if not flagged:
+        return [f'<div class="{kind}"><span class="hr-k">Citations checked</span> {esc(summary)}</div>']
+    items = "".join(f'<li>{"?" if r.get("status") == "uncited" else "⚠"} “{esc(snippet(r.get("text", ""), 160))}” '
+                    f'— {esc(_why(r))}</li>' for r in sorted(flagged, key=lambda r: r.get("start", 0)))
+    return [f'<details class="{kind} hr-verify"><summary><span class="hr-k">Citations checked</span> '
+            f'{esc(summary)}</summary><ul>{items}</ul></details>']
 
 
 def _fallback_text(f) -> str:
@@ -200,4 +274,4 @@ def leaderboard_svg(rows: list[dict], labels: dict[str, str] | None = None, widt
 
 
 __all__ = ["esc", "safe_markdown", "snippet", "sources_html", "meta_html", "message_html", "leaderboard_svg",
-           "EMBEDDED_WARNING"]
+           "verified_markdown", "EMBEDDED_WARNING", "VERIFY_LEGEND"]

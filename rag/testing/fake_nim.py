@@ -8,7 +8,11 @@ Used by the tests (the ``fake_nim`` fixture in ``tests/conftest.py``) and by the
   (role chunk, content chunks, a finish chunk, a usage chunk when ``stream_options.include_usage``),
   then ``data: [DONE]``, sent with chunked transfer encoding like uvicorn does.
 
-Each POST takes the next :class:`Script` from the queue (``server.queue(...)``), or ``server.default``:
+- ``POST /v1/ranking``: the rerank NIM's ranking (``{"model", "query": {"text"}, "passages": [{"text"}]}`` →
+  ``{"rankings": [{"index", "logit"}]}``, best first), each passage scored by how many of the query's words it
+  has; ``server.ranking`` (a :class:`RankScript`) adds a delay, an HTTP error or a malformed body.
+
+Each chat POST takes the next :class:`Script` from the queue (``server.queue(...)``), or ``server.default``:
 a fixed delay before the first token, a delay between chunks, an HTTP error status (401, 429, 500 ...)
 with an optional ``Retry-After``, or a disconnect after N content chunks (the socket is closed without
 the terminating zero-length chunk, so the client sees a broken stream).
@@ -38,12 +42,32 @@ class Script:
     usage: bool = True
 
 
+@dataclass
+class RankScript:
+    """How ``POST /v1/ranking`` answers: after ``delay_s``, with ``status`` (an error body when not 200), or with
+    ``body`` as it is (a malformed ranking) instead of the word-overlap ranking."""
+
+    delay_s: float = 0.0
+    status: int = 200
+    body: dict | None = None
+
+
+def overlap_ranking(query: str, passages: list[str]) -> list[dict]:
+    """The fake's ranking: logit = the number of distinct query words (3+ letters) in the passage; ties by index."""
+    import re
+
+    words = set(re.findall(r"[a-z]{3,}", query.lower()))
+    scores = [float(len(words & set(re.findall(r"[a-z]{3,}", p.lower())))) for p in passages]
+    return [{"index": i, "logit": scores[i]} for i in sorted(range(len(passages)), key=lambda i: (-scores[i], i))]
+
+
 class FakeNIM:
     """Start with ``start()`` (or as a context manager); ``base_url`` is ``http://127.0.0.1:PORT/v1``."""
 
     def __init__(self, models: tuple[str, ...] = ("fake/model", "fake/big"), default: Script | None = None):
         self.models = list(models)
         self.default = default or Script()
+        self.ranking = RankScript()
         self._queue: deque[Script] = deque()
         self._lock = threading.Lock()
         self.requests: list[dict] = []
@@ -67,6 +91,10 @@ class FakeNIM:
     @property
     def chat_requests(self) -> list[dict]:
         return [r for r in self.requests if r["path"].endswith("/chat/completions")]
+
+    @property
+    def rank_requests(self) -> list[dict]:
+        return [r for r in self.requests if r["path"].rstrip("/").endswith("/ranking")]
 
     @property
     def base_url(self) -> str:
@@ -128,6 +156,24 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"error": "not found"})
 
+    def _ranking(self, body: dict) -> None:
+        rs = self.nim.ranking
+        self.nim.record({"method": "POST", "path": self.path, "headers": dict(self.headers), "json": body,
+                         "t": time.perf_counter()})
+        if rs.delay_s:
+            time.sleep(rs.delay_s)
+        try:
+            if rs.status != 200:
+                self._json(rs.status, {"status": rs.status, "title": "Error", "detail": "fake ranking failure"})
+            elif rs.body is not None:
+                self._json(200, rs.body)
+            else:
+                query = (body.get("query") or {}).get("text", "")
+                passages = [p.get("text", "") for p in body.get("passages") or []]
+                self._json(200, {"rankings": overlap_ranking(query, passages)})
+        except (BrokenPipeError, ConnectionResetError):   # the client gave up (its timeout)
+            self.close_connection = True
+
     def _chunk(self, payload: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
         self.wfile.flush()
@@ -139,6 +185,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
+        if self.path.rstrip("/").endswith("/ranking"):
+            self._ranking(body)
+            return
         script = self.nim.next_script()
         entry = {"method": "POST", "path": self.path, "headers": dict(self.headers), "json": body,
                  "t": time.perf_counter(), "sent": 0, "aborted": False}
@@ -232,4 +281,4 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/v1"
 
 
-__all__ = ["FakeNIM", "Script", "fake_catalog", "closed_port_url"]
+__all__ = ["FakeNIM", "Script", "RankScript", "overlap_ranking", "fake_catalog", "closed_port_url"]
