@@ -12,8 +12,8 @@ the answer, citation markers kept with the sentence they end) and looks at each:
   what the passage never mentions, "steroids reduced the infarctions", often scores high on topic alone);
   otherwise ``unsupported``;
 - a sentence with no citation that states something (:func:`is_claim`: five words or more, not a question, a
-  lead-in ending in ``:`` or a "the sources do not say" refusal) is ``uncited``; the closest source, when
-  one reaches the threshold, is named as a suggestion.
+  lead-in ending in ``:`` or a "the sources do not say" refusal) is ``uncited``; the passage that shares most
+  of its words is named as a suggestion when it would support it.
 
 The embedder is the app's (all-MiniLM-L6-v2 by default). The threshold (``verify.threshold``) was tuned on the
 dev half of ``tests/data/citation_support.jsonl`` and measured on its held-out half:
@@ -249,9 +249,11 @@ def check(text: str, hits: list[Hit], embedder, threshold: float = DEFAULT_THRES
     passages = {n: h.chunk.text or "" for n, h in enumerate(hits, 1)}
     pieces = {n: passage_pieces(p) for n, p in passages.items()}
     claims = [claim_text(sp.text) for sp, _ in found]
-    needed = set()
-    for sp, cites in found:
-        needed |= set(cites.used) if cites.used else (set(pieces) if is_claim(sp.text) else set())
+    # an uncited claim is compared with one passage only, the one that shares most of its words (one embedding
+    # call per answer stays small: the passages the answer cites, plus at most one per uncited claim)
+    nearest = {i: max(passages, key=lambda n: coverage(claims[i], passages[n]))
+               for i, (sp, cites) in enumerate(found) if not cites.used and passages and is_claim(sp.text)}
+    needed = {n for _, cites in found for n in cites.used} | set(nearest.values())
     vec = _Vectors(embedder, [c for c in claims if c] + [t for n in sorted(needed) for t in pieces[n]])
 
     out: list[Checked] = []
@@ -271,11 +273,10 @@ def check(text: str, hits: list[Hit], embedder, threshold: float = DEFAULT_THRES
             c.status = "unsupported"        # it cites only sources that were not sent
         elif is_claim(sp.text):
             c.status = "uncited"
-            if pieces:
-                near = {n: vec.support(claims[i], passages[n], pieces[n]) for n in pieces}
-                best = max(near, key=lambda n: (near[n].ok(threshold), near[n].score))
-                c.score, c.coverage = near[best].score, near[best].coverage
-                c.closest = best if near[best].ok(threshold) else None
+            if i in nearest:
+                near = vec.support(claims[i], passages[nearest[i]], pieces[nearest[i]])
+                c.score, c.coverage = near.score, near.coverage
+                c.closest = nearest[i] if near.ok(threshold) else None
         out.append(c)
     sources = []
     for n in sorted({n for c in out for n in c.cites}):
