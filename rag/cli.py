@@ -1,4 +1,4 @@
-"""`hybrid-rag` command line: ingest, search, collections, eval, ask, serve."""
+"""`hybrid-rag` command line: ingest, search, collections, eval, eval-answers, ask, serve."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from . import cli_ask
+from . import cli_answers, cli_ask
 from .errors import HybridRagError, InvalidInput, user_message
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -282,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     s.add_argument("--json", action="store_true", help="print the metrics as one JSON object on the last line")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("eval-answers", help="answer a golden set with 1-4 models over the same passages and score "
+                       "the answers (citations, support, refusals, a judge model); docs/evaluation.md")
+    cli_answers.add_arguments(s)
+    s.set_defaults(func=cli_answers.run)
 
     s = sub.add_parser("ask", help="ask a question; the answer streams, then sources and metadata")
     cli_ask.add_arguments(s)

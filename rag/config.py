@@ -189,6 +189,13 @@ class RerankSettings(Strict):
     timeout_s: float = Field(5.0, gt=0, le=300)   # then the fused order is kept
 
 
+class EvaluationSettings(Strict):
+    """Answer evaluation (rag/answereval.py, hybrid-rag eval-answers, the Evaluate tab)."""
+
+    judge_model: str | None = "nvidia/llama-3.1-nemotron-70b-instruct"   # a catalog id/alias/route; None: no judge
+    max_tokens: int = Field(256, ge=16, le=8192)   # each model's answer length cap in a run
+
+
 class Settings(Strict):
     data_dir: Path = Path("data")
     models_file: Path = Path("models.yaml")
@@ -206,6 +213,7 @@ class Settings(Strict):
     jobs: JobSettings = JobSettings()
     verify: VerifySettings = VerifySettings()
     rerank: RerankSettings = RerankSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
     models: CatalogSpec          # from models_file
     router: RouterSpec           # from router_file
 
@@ -348,4 +356,4 @@ def load_settings(path: str | Path | None = None, data_dir: str | Path | None = 
 
 __all__ = ["Settings", "load_settings", "ConfigError", "CONFIG_DIR", "SOURCE_ROOT", "read_yaml", "merge",
            "EmbedderSettings", "ChunkingSettings", "RetrievalSettings", "DenseSettings", "SparseSettings", "LimitSettings",
-           "StoreSettings", "MilvusSettings", "VerifySettings", "RerankSettings"]
+           "StoreSettings", "MilvusSettings", "VerifySettings", "RerankSettings", "EvaluationSettings"]

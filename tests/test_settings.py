@@ -458,6 +458,21 @@ def _rerank_key_asked_for(s, monkeypatch) -> str:
     return Reranker.from_settings(s).rerank("cats", hits)[1]["reason"].split(": ")[1].split()[0]
 
 
+def _answer_eval(s, what: str):
+    """One answer-evaluation run's ``what``: judge (the judge model it opens) or max_tokens (what it asks for)."""
+    from rag import answereval as ae
+    from rag.engine import Engine
+    from rag.testing.fake_nim import FakeNIM
+
+    if what == "judge":
+        return ae.open_run_judge(Engine(s, embedder=FAKE)).model
+    _ingest(s)
+    with FakeNIM() as nim:
+        engine = Engine(s, embedder=FAKE, catalog=fake_catalog(nim.base_url))
+        ae.run(engine, "c", ae.parse_golden('{"question": "How long do cats sleep?"}'), ["fake/model"])
+        return nim.chat_requests[0]["json"]["max_tokens"]
+
+
 # --- the cases: (setting, value, observe(settings, ctx) -> what the component did, expected) ----------------
 
 def _cases(tmp_path, monkeypatch):
@@ -531,6 +546,9 @@ def _cases(tmp_path, monkeypatch):
         ("rerank.api_key_env", "MY_RERANK_KEY", lambda s: _rerank_key_asked_for(s, monkeypatch), "MY_RERANK_KEY"),
         ("rerank.top_n", 2, lambda s: _rerank(s, "passages"), 2),
         ("rerank.timeout_s", 0.2, lambda s: _rerank(s, "failure", delay_s=0.6), "timeout"),
+        ("evaluation.judge_model", "meta/llama-3.2-3b-instruct", lambda s: _answer_eval(s, "judge"),
+         "meta/llama-3.2-3b-instruct"),
+        ("evaluation.max_tokens", 32, lambda s: _answer_eval(s, "max_tokens"), 32),
         ("offline_llm.threads", 3, lambda s: _embedded_load_args(s, monkeypatch)[0], 3),
         ("offline_llm.repack", True, lambda s: _embedded_load_args(s, monkeypatch)[1], True),
         ("offline_llm.flash_attn", False, lambda s: _embedded_load_args(s, monkeypatch)[2], False),
