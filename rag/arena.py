@@ -9,7 +9,12 @@ A vote records the models shown (in column order A, B, C, D) and the outcome:
 
 The leaderboard gives, per model, battles, wins, ties, losses, the win rate (ties count half) and a
 Bradley-Terry score on the Elo scale (1000 = average, +400 = 10:1 odds) with a bootstrap confidence
-interval over votes. Everything is plain numpy; the fit is a regularised Newton solve on the
+interval over votes. The router is checked against the votes too: :func:`router_agreement` says how often the
+model the auto router would have picked for the vote's question was the one people preferred, and
+:func:`leaderboard_by_route` slices the leaderboard by that route (the pick is stored with each vote since issue
+13 as ``meta["router"]``; older votes get it recomputed from their question).
+
+Everything is plain numpy; the fit is a regularised Newton solve on the
 aggregated pairwise counts, so a bootstrap of a few hundred resamples takes milliseconds.
 """
 from __future__ import annotations
@@ -230,6 +235,69 @@ def leaderboard(votes: list[Vote], *, bootstrap: int = 200, seed: int = 0, ci: f
     return rows
 
 
+# ------------------------------------------------------------------------------------------------
+# the router checked against people
+# ------------------------------------------------------------------------------------------------
+
+def router_pick(engine, question: str, retrieval=None) -> dict:
+    """The route (and its model) the auto router picks for ``question``, as a Chat answer in auto mode would:
+    with the retrieval's query vector and passages when given (Compare stores this with each vote from now
+    on), else with the question embedded and no passages (how older votes are recomputed)."""
+    if retrieval is not None:
+        vec, passages = retrieval.query_vector, [h.chunk.text for h in retrieval.hits]
+    else:
+        vec, passages = engine.embedder.encode_queries([question])[0], None
+    route, reason, _ = engine.router.route(question, vec, passages=passages)
+    return {"route": route, "model": engine.catalog.model_for_route(route).id, "reason": reason}
+
+
+def vote_picks(votes: list[Vote], recompute=None) -> list[dict | None]:
+    """The router's pick for each vote: the one stored with it (``meta["router"]``, ``source: "stored"``), else
+    ``recompute(question)`` (``source: "recomputed"``), else None (no question, or nothing to recompute with)."""
+    out = []
+    for v in votes:
+        stored = v.meta.get("router") if isinstance(v.meta, dict) else None
+        if isinstance(stored, dict) and stored.get("route"):
+            out.append({**stored, "source": "stored"})
+        elif recompute is not None and v.question.strip():
+            out.append({**recompute(v.question), "source": "recomputed"})
+        else:
+            out.append(None)
+    return out
+
+
+def leaderboard_by_route(votes: list[Vote], picks: list[dict | None], **kwargs) -> dict[str, list[dict]]:
+    """The leaderboard of the votes on each route's questions (the route the router picks for the vote's
+    question), routes in alphabetical order; votes without a pick are left out."""
+    routes = sorted({p["route"] for p in picks if p})
+    return {r: leaderboard([v for v, p in zip(votes, picks) if p and p["route"] == r], **kwargs) for r in routes}
+
+
+def router_agreement(votes: list[Vote], picks: list[dict | None]) -> dict:
+    """How often the model the router would have picked is the one people preferred.
+
+    A vote counts when the router's model was one of its columns, under its own name (a contestant key equal to
+    the catalog id: the model with its default sampling) and the router has a pick for it. Of those, ``decided``
+    are votes with one winner (A-D), ``agreed`` those whose winner was the router's model; ``rate`` =
+    agreed / decided; ``chance`` the mean of 1/columns over the decided votes (what picking a column at random
+    would agree). Ties and "all bad" are counted in ``ties`` apart. Per route the same, in ``routes``."""
+    def tally(pairs):
+        shown = [(v, p) for v, p in pairs if p and p["model"] in v.models]
+        decided = [(v, p) for v, p in shown if v.outcome in LABELS]
+        agreed = sum(v.models[LABELS.index(v.outcome)] == p["model"] for v, p in decided)
+        return {"votes": len(pairs), "router_model_shown": len(shown), "decided": len(decided), "agreed": agreed,
+                "ties": len(shown) - len(decided),
+                "rate": agreed / len(decided) if decided else float("nan"),
+                "chance": float(np.mean([1 / len(v.models) for v, _ in decided])) if decided else float("nan")}
+
+    pairs = list(zip(votes, picks))
+    out = tally(pairs)
+    out["recomputed"] = sum(1 for p in picks if p and p.get("source") == "recomputed")
+    out["routes"] = {r: tally([(v, p) for v, p in pairs if p and p["route"] == r])
+                     for r in sorted({p["route"] for p in picks if p})}
+    return out
+
+
 CSV_COLUMNS = ["rank", "model", "score", "ci_low", "ci_high", "win_rate", "battles", "wins", "ties", "losses",
                "both_bad"]
 
@@ -248,4 +316,5 @@ def leaderboard_csv(rows: list[dict]) -> str:
 
 
 __all__ = ["Arena", "ArenaError", "Vote", "OUTCOMES", "LABELS", "arena_path", "pairwise", "bradley_terry",
-           "leaderboard", "leaderboard_csv", "to_elo"]
+           "leaderboard", "leaderboard_csv", "to_elo", "router_pick", "vote_picks", "leaderboard_by_route",
+           "router_agreement"]

@@ -27,7 +27,9 @@ def add_arguments(s) -> None:
 def _fmt(v, pct=False) -> str:
     if v is None:
         return "-"
-    return f"{v * 100:.0f}%" if pct else f"{v:.3g}" if isinstance(v, float) else str(v)
+    if pct:
+        return f"{v * 100:.0f}%"
+    return (f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}") if isinstance(v, float) else str(v)
 
 
 def run(args) -> int:

@@ -183,6 +183,7 @@ def run_compare(backend, question, collection, mode, k, selected, blind, max_tok
         yield _outputs(state, cols, sources_html([]), message_html(user_message(e, "The search"), "error"), False)
         return
     hits = res.hits
+    state["router"] = _router_pick(backend, question, res)
     src = sources_html(hits, note=f"The same {len(hits)} passages go to every model.")
     yield _outputs(state, cols, src, message_html("Generating…", "info"), False)
 
@@ -253,6 +254,18 @@ def run_compare(backend, question, collection, mode, k, selected, blind, max_tok
     yield _outputs(state, cols, None, message_html(note, "warn" if fb else "ok"), True)
 
 
+def _router_pick(backend, question: str, res) -> dict | None:
+    """What the auto router would pick for this question and retrieval (stored with the vote: the Evaluate tab
+    checks the router against people's votes); None when routing fails (the comparison goes on)."""
+    from rag.arena import router_pick
+
+    try:
+        return router_pick(backend.engine, question, res)
+    except Exception as e:      # noqa: BLE001 - never stops a comparison
+        log.warning("router pick for the arena failed: %s: %s", type(e).__name__, e)
+        return None
+
+
 def _small_meta(m: dict) -> dict:
     keep = ("model", "endpoint", "route", "ttft_ms", "tokens_per_s", "completion_tokens", "embedded", "partial")
     out = {k: m.get(k) for k in keep if k in m}
@@ -285,7 +298,7 @@ def vote(backend, outcome: str, state: dict | None, options: list[Contestant]):
             [c.contestant.key for c in cols], outcome, blind=bool(state.get("blind")),
             question=state.get("question", ""), collection=state.get("collection", ""),
             meta={"columns": state.get("columns"), "mode": state.get("mode"), "k": state.get("k"),
-                  "max_tokens": state.get("max_tokens")})
+                  "max_tokens": state.get("max_tokens"), "router": state.get("router")})
     except Exception as e:
         state["voted"] = False
         msg = f"The vote could not be stored: {user_message(e, 'Storing the vote')}"

@@ -474,6 +474,12 @@ def build(backend) -> dict:
     cmp_btn.click(lambda a, b, c: compare_runs(backend, a, b, c), [cmp_a, cmp_b, cmp_config],
                   [cmp_msg, cmp_table, cmp_file], api_visibility="private")
 
+    with gr.Accordion("Answer evaluation: a golden set over 1-4 models, a judge, the arena and the router",
+                      open=False, elem_id="eval-answers"):
+        from . import evaluate_answers
+
+        evaluate_answers.build(backend, collection)
+
     def refresh(col):
         names_now = backend.collection_names()
         return gr.update(choices=names_now, value=col if col in names_now else backend.default_collection(names_now))
