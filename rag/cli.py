@@ -167,13 +167,22 @@ def cmd_keys(args) -> int:
 def cmd_eval(args) -> int:
     """Retrieval evaluation: several configurations side by side on BEIR queries + qrels (see docs/evaluation.md)."""
     from .engine import Engine
-    from .eval import judged, load_qrels, load_queries, parse_configs, run_configs
+    from .eval import (
+        judged,
+        load_qrels,
+        load_queries,
+        parse_configs,
+        rerank_note,
+        reranker_for,
+        run_configs,
+    )
     from .evalruns import save_run_files
 
     settings = _settings(args)
     if args.fusion:
         settings.retrieval.fusion = args.fusion
     configs = parse_configs(args.configs)  # bad names fail before anything loads
+    reranker = reranker_for(configs, settings)  # and -rerank without a rerank endpoint
     engine = Engine(settings)
     if args.beir:
         from .evalset import ensure_collection, find_set
@@ -199,7 +208,7 @@ def cmd_eval(args) -> int:
         if not args.quiet and (i % 100 == 0 or i == n):
             print(f"\r{config}: {i}/{n}", end="\n" if i == n else "", file=sys.stderr, flush=True)
 
-    result = run_configs(retriever, queries, qrels, configs, progress=progress)
+    result = run_configs(retriever, queries, qrels, configs, progress=progress, reranker=reranker)
     if not args.quiet:
         print(file=sys.stderr)
     out = result.summary()
@@ -210,6 +219,11 @@ def cmd_eval(args) -> int:
               f"{m['mrr@10']:>8.4f} {m['p50_ms']:>8.1f} {m['p95_ms']:>8.1f}")
     print(f"{len(queries)} judged queries. * search time per query, query embedding excluded (queries are embedded "
           f"in one batch: {result.info['embed_ms_per_query']:.1f} ms per query)")
+    for name, r in result.rerank.items():
+        print(f"{name}: reranked {r['applied']} of {r['applied'] + r['fallbacks']} queries "
+              f"({result.info['rerank']['model']}, first {result.info['rerank']['top_n']} chunks; rerank time included)")
+    if rerank_note(result):
+        print(rerank_note(result))
     if args.save_runs:
         paths = save_run_files(result, args.save_runs)
         print(f"run files: {', '.join(str(p) for p in paths)}")
@@ -272,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "qrels/test.tsv): its corpus is ingested, or the collection reused if it holds the same corpus")
     s.add_argument("--split", help="with --beir: the judgements qrels/SPLIT.tsv (default: qrels.tsv, else qrels/test.tsv)")
     s.add_argument("--configs", "--modes", dest="configs", default="sparse,dense,hybrid",
-                   help="comma-separated configurations, each MODE[-FUSION][-WDENSE-WSPARSE][-kK]: sparse, dense, "
-                   "hybrid (the settings' fusion), hybrid-rrf, hybrid-convex, hybrid-convex-0.5-0.5, hybrid-k50 "
+                   help="comma-separated configurations, each MODE[-FUSION][-WDENSE-WSPARSE][-kK][-rerank]: sparse, "
+                   "dense, hybrid (the settings' fusion), hybrid-rrf, hybrid-convex, hybrid-convex-0.5-0.5, hybrid-k50, "
+                   "hybrid-rerank (the rerank NIM of rerank.*; needs rerank.base_url or the hosted key) "
                    "(default: sparse,dense,hybrid)")
     s.add_argument("--fusion", choices=["convex", "rrf"], help="the fusion of plain 'hybrid' (default: retrieval.fusion)")
     s.add_argument("--limit", type=int, help="only the first N judged queries")

@@ -17,7 +17,16 @@ scores the same in trec_eval as here.
 
 A configuration is named by what it runs (``parse_config``): ``sparse``, ``dense``, ``hybrid`` (the settings'
 fusion and weights), ``hybrid-rrf``, ``hybrid-convex``, weights ``hybrid-convex-0.5-0.5`` (dense, sparse) and
-the chunks retrieved per query ``hybrid-k50``, combinable in that order: ``hybrid-rrf-1-1-k100``.
+the chunks retrieved per query ``hybrid-k50``, and ``-rerank`` last, combinable in that order:
+``hybrid-rrf-1-1-k100-rerank``.
+
+A ``-rerank`` configuration sends the first ``rerank.top_n`` chunks of its list to the rerank NIM
+(:class:`rag.rerank.Reranker`, as the app's rerank stage does) before the document ranking; documents are then
+ranked by their first chunk in the reranked list (run-file scores count down from the number of documents, since
+rerank logits and fused scores are not on one scale). It needs a rerank endpoint (``rerank.base_url`` or the
+hosted key; ``rerank.enabled`` need not be on) and is refused without one. A query whose rerank call fails
+(timeout, HTTP error, ...) is scored in fused order and counted in ``EvalResult.rerank`` (``rerank_fallbacks``
+in the summary), so a figure computed in fused order is never taken for a reranked one.
 """
 from __future__ import annotations
 
@@ -40,9 +49,10 @@ DEFAULT_CONFIGS = ("sparse", "dense", "hybrid")
 MAX_CONFIGS = 12
 
 _CONFIG_RE = re.compile(r"^(sparse|dense|hybrid)(?:-(rrf|convex))?(?:-(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?))?"
-                        r"(?:-k(\d+))?$")
-_CONFIG_HELP = ("a configuration is MODE[-FUSION][-WDENSE-WSPARSE][-kK]: sparse, dense, hybrid, hybrid-rrf, "
-                "hybrid-convex, hybrid-convex-0.5-0.5, hybrid-k50 (fusion and weights for hybrid only)")
+                        r"(?:-k(\d+))?(-rerank)?$")
+_CONFIG_HELP = ("a configuration is MODE[-FUSION][-WDENSE-WSPARSE][-kK][-rerank]: sparse, dense, hybrid, hybrid-rrf, "
+                "hybrid-convex, hybrid-convex-0.5-0.5, hybrid-k50, hybrid-rerank (fusion and weights for hybrid only; "
+                "-rerank needs a rerank endpoint)")
 
 
 class EvalCancelled(HybridRagError):
@@ -136,6 +146,14 @@ def doc_scores(hits, depth: int = RUN_DEPTH) -> list[tuple[str, float]]:
     return sorted(best.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[:depth]
 
 
+def doc_positions(hits, depth: int = RUN_DEPTH) -> list[tuple[str, float]]:
+    """(document id, score) in the order of each document's first chunk in ``hits`` (a reranked list, whose
+    scores are not on one scale); the score counts down from the number of documents, so a run file keeps the
+    order."""
+    order = list(dict.fromkeys(h.chunk.doc_id for h in hits))
+    return [(d, float(len(order) - i)) for i, d in enumerate(order[:depth])]
+
+
 def doc_ranking(hits) -> list[str]:
     """Document ids in order of their best chunk."""
     return [d for d, _ in doc_scores(hits, depth=len(hits))]
@@ -160,6 +178,7 @@ class EvalConfig:
     fusion: str | None = None            # None: the settings' retrieval.fusion
     weights: tuple[float, float] | None = None  # (dense, sparse); None: the settings' weights
     k: int | None = None                 # chunks retrieved per query; None: EVAL_CHUNKS
+    rerank: bool = False                 # the rerank stage over the first rerank.top_n chunks
 
     def retrieval_settings(self, base):
         """The retrieval settings this configuration runs with (``base``: the app's ``RetrievalSettings``)."""
@@ -181,6 +200,8 @@ class EvalConfig:
             out.update(fusion=s.fusion, dense_weight=s.dense_weight, sparse_weight=s.sparse_weight)
             if s.fusion == "rrf":
                 out["rrf_k"] = s.rrf_k
+        if self.rerank:
+            out["rerank"] = True
         return out
 
 
@@ -189,7 +210,7 @@ def parse_config(spec: str) -> EvalConfig:
     m = _CONFIG_RE.match(name)
     if not m:
         raise InvalidInput(f"Unknown configuration {spec!r}: {_CONFIG_HELP}.")
-    mode, fusion, wd, ws, k = m.groups()
+    mode, fusion, wd, ws, k, rerank = m.groups()
     if mode != "hybrid" and (fusion or wd):
         raise InvalidInput(f"Configuration {spec!r}: fusion and weights apply to hybrid only ({_CONFIG_HELP}).")
     weights = (float(wd), float(ws)) if wd is not None else None
@@ -197,7 +218,7 @@ def parse_config(spec: str) -> EvalConfig:
         raise InvalidInput(f"Configuration {spec!r}: at least one weight must be above 0.")
     if k is not None and not 1 <= int(k) <= 1000:
         raise InvalidInput(f"Configuration {spec!r}: -kK takes 1 to 1000 chunks.")
-    return EvalConfig(name, mode, fusion, weights, int(k) if k is not None else None)
+    return EvalConfig(name, mode, fusion, weights, int(k) if k is not None else None, rerank=bool(rerank))
 
 
 def parse_configs(specs) -> list[EvalConfig]:
@@ -231,6 +252,7 @@ class EvalResult:
     latency_ms: dict[str, list[float]] = field(default_factory=dict)  # per configuration, per query
     configs: list[dict] = field(default_factory=list)  # EvalConfig.describe() of each
     info: dict = field(default_factory=dict)     # collection, embedder, when, ...
+    rerank: dict[str, dict] = field(default_factory=dict)  # per -rerank configuration: applied, fallbacks, reasons
 
     @property
     def names(self) -> list[str]:
@@ -254,6 +276,8 @@ class EvalResult:
             row = {k: round(v / n, 4) if n else 0.0 for k, v in totals.items()}
             ms = self.latency_ms.get(name, [])
             row.update(queries=n, p50_ms=round(percentile(ms, 50), 2), p95_ms=round(percentile(ms, 95), 2))
+            if name in self.rerank:   # the queries scored in fused order because the rerank call failed
+                row.update(rerank_applied=self.rerank[name]["applied"], rerank_fallbacks=self.rerank[name]["fallbacks"])
             out[name] = row
         return out
 
@@ -285,12 +309,41 @@ def judged(queries: dict[str, str], qrels: dict[str, dict[str, int]], limit: int
     return out
 
 
+def reranker_for(configs: list[EvalConfig], settings, environ=None):
+    """The :class:`rag.rerank.Reranker` the ``-rerank`` configurations need (None when there are none); refuses
+    them, saying what to set, when no rerank endpoint is configured."""
+    from .rerank import Reranker, not_configured
+
+    wanting = [c.name for c in configs if c.rerank]
+    if not wanting:
+        return None
+    why = not_configured(settings.rerank, environ)
+    if why:
+        raise InvalidInput(f"{', '.join(wanting)}: {why}. Or leave out the -rerank configurations.")
+    return Reranker.from_settings(settings)
+
+
+def rerank_note(result: "EvalResult") -> str:
+    """One line per -rerank configuration with fallbacks: how many queries were scored in fused order, and why."""
+    lines = []
+    for name, r in result.rerank.items():
+        if r["fallbacks"]:
+            why = "; ".join(f"{reason} ({n}x)" for reason, n in r["reasons"].items())
+            lines.append(f"{name}: the rerank call failed for {r['fallbacks']} of {r['applied'] + r['fallbacks']} "
+                         f"queries, scored in fused order: {why}")
+    return "\n".join(lines)
+
+
 def run_configs(retriever, queries: dict[str, str], qrels: dict[str, dict[str, int]], configs: list[EvalConfig],
                 *, progress: Callable[[str, int, int], None] | None = None,
-                cancelled: Callable[[], bool] | None = None) -> EvalResult:
-    """Run every configuration over the judged queries (``retriever``: a :class:`rag.retrieve.Retriever`)."""
+                cancelled: Callable[[], bool] | None = None, reranker=None) -> EvalResult:
+    """Run every configuration over the judged queries (``retriever``: a :class:`rag.retrieve.Retriever`;
+    ``reranker``: a :class:`rag.rerank.Reranker` for the ``-rerank`` configurations, see :func:`reranker_for`)."""
     from .retrieve import Retriever
 
+    if reranker is None and any(c.rerank for c in configs):
+        raise InvalidInput(f"{', '.join(c.name for c in configs if c.rerank)}: no reranker given; build one with "
+                           "rag.eval.reranker_for(configs, settings).")
     queries = judged(queries, qrels)
     qids = list(queries)
     t = time.perf_counter()
@@ -303,16 +356,34 @@ def run_configs(retriever, queries: dict[str, str], qrels: dict[str, dict[str, i
     for cfg in configs:
         r = Retriever(retriever.collection, retriever.embedder, cfg.retrieval_settings(retriever.settings))
         run, ms = {}, []
+        reranked = {"applied": 0, "fallbacks": 0, "reasons": {}} if cfg.rerank else None
         for i, qid in enumerate(qids):
             if cancelled is not None and cancelled():
                 raise EvalCancelled("The evaluation was stopped; nothing was saved.")
             res = r.search(queries[qid], query_vector=vectors[i], **cfg.search_args())
-            ms.append(res.retrieval_ms)
-            run[qid] = doc_scores(res.hits)
+            if reranked is None:
+                ms.append(res.retrieval_ms)
+                run[qid] = doc_scores(res.hits)
+            else:
+                hits, rinfo = reranker.rerank(queries[qid], res.hits)
+                ms.append(res.retrieval_ms + rinfo["ms"])
+                if rinfo["applied"]:
+                    reranked["applied"] += 1
+                    run[qid] = doc_positions(hits)
+                else:             # scored as the configuration without -rerank, and counted
+                    reranked["fallbacks"] += 1
+                    why = (rinfo["reason"] or "?").removeprefix("rerank skipped, fused order kept: ")
+                    reranked["reasons"][why] = reranked["reasons"].get(why, 0) + 1
+                    run[qid] = doc_scores(res.hits)
             if progress:
                 progress(cfg.name, i + 1, len(qids))
         result.runs[cfg.name] = run
         result.latency_ms[cfg.name] = ms
+        if reranked is not None:
+            result.rerank[cfg.name] = reranked
+    if result.rerank:
+        s = reranker.settings
+        result.info["rerank"] = {"model": s.model, "where": reranker.where, "top_n": s.top_n}
     return result
 
 
@@ -321,10 +392,11 @@ def evaluate(retriever, queries: dict[str, str], qrels: dict[str, dict[str, int]
     """Mean metrics per configuration (``modes``: configuration names) over the judged queries."""
     configs = parse_configs(list(modes))
     if depth_chunks != EVAL_CHUNKS:
-        configs = [EvalConfig(c.name, c.mode, c.fusion, c.weights, c.k or depth_chunks) for c in configs]
+        configs = [EvalConfig(c.name, c.mode, c.fusion, c.weights, c.k or depth_chunks, c.rerank) for c in configs]
     return run_configs(retriever, queries, qrels, configs, progress=progress).summary()
 
 
 __all__ = ["evaluate", "run_configs", "EvalResult", "EvalConfig", "EvalCancelled", "parse_config", "parse_configs",
            "load_queries", "load_qrels", "score_query", "ndcg_at", "recall_at", "mrr_at", "doc_scores", "doc_ranking",
+           "doc_positions", "reranker_for", "rerank_note",
            "judged", "METRICS", "CURVE_KS", "DEFAULT_CONFIGS"]

@@ -7,7 +7,8 @@ trec_eval, pytrec_eval or ir-measures score it as this app does.
 A saved run is ``<data_dir>/eval-runs/<id>/``:
 
     metrics.json     {"version": 1, "id", "created_at", "collection", "configs": [...], "summary": {...},
-                      "latency_ms": {config: [ms per query]}, "info": {...}}
+                      "latency_ms": {config: [ms per query]}, "info": {...},
+                      "rerank": {config: {"applied", "fallbacks", "reasons"}}}   (-rerank configurations)
     <config>.run     one TREC run file per configuration
     queries.jsonl    the judged queries that ran (BEIR format)
     qrels.tsv        their judgements (BEIR format)
@@ -107,7 +108,7 @@ def save(result: EvalResult, data_dir: str | Path, *, collection: str) -> str:
         meta = {"version": FORMAT_VERSION, "id": run_id, "created_at": now.isoformat(timespec="seconds"),
                 "collection": collection, "configs": result.configs, "summary": result.summary(),
                 "latency_ms": {k: [round(v, 3) for v in ms] for k, ms in result.latency_ms.items()},
-                "info": result.info}
+                "info": result.info, "rerank": result.rerank}
         (tmp / "metrics.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         os.replace(tmp, root / run_id)
     except BaseException:
@@ -164,7 +165,8 @@ def load(data_dir: str | Path, run_id: str) -> EvalResult:
     info = {**meta.get("info", {}), "id": meta["id"], "collection": meta.get("collection", ""),
             "created_at": meta.get("created_at", "")}
     return EvalResult({q: t for q, t in queries.items() if q in qrels}, qrels, runs,
-                      latency_ms=meta.get("latency_ms", {}), configs=meta.get("configs", []), info=info)
+                      latency_ms=meta.get("latency_ms", {}), configs=meta.get("configs", []), info=info,
+                      rerank=meta.get("rerank", {}))
 
 
 def label(entry: dict) -> str:
@@ -237,7 +239,7 @@ def _cell(v):
 def to_json(result: EvalResult) -> str:
     """Summary, curves, configurations and per-query metrics of ``result`` as one JSON document."""
     return json.dumps({"version": FORMAT_VERSION, "info": result.info, "configs": result.configs,
-                       "summary": result.summary(), "curves": result.curves(),
+                       "summary": result.summary(), "rerank": result.rerank, "curves": result.curves(),
                        "per_query": {n: result.per_query(n) for n in result.names}}, indent=1)
 
 

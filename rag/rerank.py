@@ -32,6 +32,16 @@ class RerankFailed(Exception):
         self.kind = kind
 
 
+def not_configured(settings, environ=None) -> str | None:
+    """Why no rerank endpoint is configured (``settings``: the ``rerank`` settings), with what to set; None when
+    ``rerank.base_url`` names a local NIM or the hosted key is set. Whether one answers is found out per call."""
+    environ = os.environ if environ is None else environ
+    if settings.base_url or environ.get(settings.api_key_env):
+        return None
+    return (f"no rerank endpoint is configured: set rerank.base_url to a local rerank NIM (e.g. "
+            f"http://localhost:8000/v1), or set {settings.api_key_env} for NVIDIA's hosted rerank API")
+
+
 class Reranker:
     """Built from the ``rerank`` settings (and ``models.telemetry``); thread-safe, one client per call."""
 
@@ -123,4 +133,4 @@ class Reranker:
         return (ranked + rest)[:k], info
 
 
-__all__ = ["Reranker", "RerankFailed"]
+__all__ = ["Reranker", "RerankFailed", "not_configured"]

@@ -32,6 +32,8 @@ from rag.eval import (
     load_qrels,
     load_queries,
     parse_configs,
+    rerank_note,
+    reranker_for,
 )
 from rag.evalruns import (
     compare,
@@ -51,7 +53,9 @@ from .render import esc, message_html
 log = logging.getLogger(__name__)
 
 PRESETS = ["sparse", "dense", "hybrid", "hybrid-rrf", "hybrid-convex"]
-TABLE_COLUMNS = ["Configuration", "nDCG@10", "Recall@10", "Recall@100", "MRR@10", "p50 ms", "p95 ms", "Queries"]
+RERANK_PRESET = "hybrid-rerank"   # offered when a rerank endpoint is configured (rerank.base_url or the hosted key)
+TABLE_COLUMNS = ["Configuration", "nDCG@10", "Recall@10", "Recall@100", "MRR@10", "p50 ms", "p95 ms", "Queries",
+                 "Reranked"]
 COMPARE_COLUMNS = ["Query id", "Query", "Baseline nDCG@10", "Other nDCG@10", "Change"]
 MAX_QUERIES = 20_000   # judged queries per run
 POLL_S = 0.3
@@ -177,6 +181,16 @@ def _stage(files: SetFiles) -> tuple[Path, SetFiles]:
     return d, SetFiles(files.queries, files.qrels, corpus)
 
 
+def presets_for(settings) -> tuple[list[str], list[str]]:
+    """(the configuration choices, the ones ticked at first): ``hybrid-rerank`` beside ``hybrid`` when a rerank
+    endpoint is configured, ticked when the app reranks (``rerank.enabled``)."""
+    from rag.rerank import not_configured
+
+    if not_configured(settings.rerank):
+        return list(PRESETS), list(DEFAULT_CONFIGS)
+    return [*PRESETS, RERANK_PRESET], [*DEFAULT_CONFIGS, *([RERANK_PRESET] if settings.rerank.enabled else [])]
+
+
 def _configs(presets, extra) -> list:
     names = [*(presets or []), *str(extra or "").split(",")]
     return parse_configs([n for n in names if n.strip()] or list(DEFAULT_CONFIGS))
@@ -194,9 +208,17 @@ def _limit(limit) -> int | None:
 
 # -- the views of a run ----------------------------------------------------------------------------------------
 
+def _reranked(m: dict) -> str:
+    """The Reranked cell: how many queries the rerank stage ordered; the rest fell back to the fused order."""
+    if "rerank_applied" not in m:
+        return "–"
+    n, bad = m["rerank_applied"] + m["rerank_fallbacks"], m["rerank_fallbacks"]
+    return f"{m['rerank_applied']} of {n}" + (f" ({bad} fell back to fused order)" if bad else "")
+
+
 def table_rows(result) -> list[list]:
     return [[name, m["ndcg@10"], m["recall@10"], m["recall@100"], m["mrr@10"], m["p50_ms"], m["p95_ms"],
-             m["queries"]] for name, m in result.summary().items()]
+             m["queries"], _reranked(m)] for name, m in result.summary().items()]
 
 
 def curve_frames(result) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -243,7 +265,9 @@ def run_views(backend, run_id: str | None):
     msg = (f"Run {run_id}: collection {info.get('collection', '?')}, {len(result.queries)} judged queries, "
            f"{len(result.names)} configurations. Latency: search time per query, query embedding excluded "
            f"({info.get('embed_ms_per_query', 0):.1f} ms per query, batched).")
-    return (message_html(msg, "ok"), table_rows(result), ndcg, recall,
+    if rerank_note(result):
+        msg += " Rerank: " + rerank_note(result).replace("\n", " · ")
+    return (message_html(msg, "warn" if rerank_note(result) else "ok"), table_rows(result), ndcg, recall,
             gr.update(choices=choices, value=choices[0][1] if choices else None), run_id, files,
             gr.update(choices=result.names, value=result.names[0] if result.names else None))
 
@@ -313,6 +337,7 @@ def run_live(backend, files, collection, new_name, user, password, presets, extr
     settings = backend.settings
     try:
         configs = _configs(presets, extra)
+        reranker = reranker_for(configs, settings)   # -rerank without a rerank endpoint is refused, saying what to set
         n_limit = _limit(limit)
         set_files = identify([f for f in (files or []) if f], settings.limits.max_file_bytes)
         qrels = load_qrels(set_files.qrels)
@@ -362,7 +387,7 @@ def run_live(backend, files, collection, new_name, user, password, presets, extr
             from rag.eval import run_configs
 
             result = run_configs(backend.engine.retriever(collection), queries, qrels, configs,
-                                 progress=eval_progress, cancelled=job.cancel.is_set)
+                                 progress=eval_progress, cancelled=job.cancel.is_set, reranker=reranker)
             return save(result, settings.data_dir, collection=collection)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
@@ -419,11 +444,12 @@ def build(backend) -> dict:
                     password = gr.Textbox(label="Admin password", type="password", max_length=1000,
                                           elem_id="eval-password")
         with gr.Column(scale=1, min_width=300):
-            presets = gr.CheckboxGroup(PRESETS, value=list(DEFAULT_CONFIGS), label="Configurations",
-                                       elem_id="eval-presets")
+            choices, ticked = presets_for(settings)
+            presets = gr.CheckboxGroup(choices, value=ticked, label="Configurations", elem_id="eval-presets")
             extra = gr.Textbox(label="More configurations", max_length=500, elem_id="eval-extra",
                                placeholder="e.g. hybrid-convex-0.5-0.5, hybrid-rrf-k50")
-            gr.Markdown("MODE[-FUSION][-WDENSE-WSPARSE][-kK]: `hybrid` uses the settings' fusion and weights.",
+            gr.Markdown("MODE[-FUSION][-WDENSE-WSPARSE][-kK][-rerank]: `hybrid` uses the settings' fusion and "
+                        "weights; `-rerank` adds the rerank NIM (set `rerank.base_url` or the hosted key).",
                         elem_classes=["hr-hint"])
             with gr.Row():
                 run_btn = gr.Button("Run evaluation", variant="primary", elem_id="eval-run", scale=3)
