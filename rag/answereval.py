@@ -494,8 +494,17 @@ def to_csv(result: AnswerRun) -> str:
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
     for r in rows(result):
-        w.writerow({k: "" if v is None else v for k, v in r.items()})
+        w.writerow({k: _cell(v) for k, v in r.items()})
     return buf.getvalue()
+
+
+def _cell(v):
+    """A CSV cell: empty for None; text a spreadsheet would run as a formula gets a leading ' (as rag.evalruns)."""
+    if v is None:
+        return ""
+    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + v
+    return v
 
 
 __all__ = ["GoldenItem", "AnswerRun", "AnswerEvalCancelled", "parse_golden", "load_golden", "resolve_models",

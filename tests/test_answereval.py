@@ -203,6 +203,8 @@ def test_saved_run_round_trip_and_csv(settings, fake_nim):
     lines = ae.to_csv(back).splitlines()
     assert lines[0].startswith("id,question,answerable,model") and len(lines) == 3
     assert "cats,How long do cats sleep?,True,fake/model" in lines[1]
+    back.questions[0]["question"] = "=HYPERLINK(1)"
+    assert ",'=HYPERLINK(1),True," in ae.to_csv(back)                  # never a formula in a spreadsheet
     with pytest.raises(InvalidInput):
         ae.load(settings.data_dir, "../etc")
 
