@@ -58,10 +58,12 @@ def search(req: SearchRequest, svc: Service = Depends(service), _key: ApiKey = D
     if not collection:
         raise APIError(422, "No collection: send \"collection\", or set api.default_collection on the server.",
                        code="invalid_value", param="collection")
-    r = svc.backend.search(collection, req.query, mode=req.mode, k=req.k)
-    return {"collection": collection, "mode": r.mode, "retrieval_ms": round(r.retrieval_ms, 3),
-            "timings": {k: round(float(v), 3) for k, v in (r.timings or {}).items()},
-            "hits": [{"rank": i, **hit_fields(h)} for i, h in enumerate(r.hits, 1)]}
+    r, rerank = svc.backend.engine.search_reranked(collection, req.query, mode=req.mode, k=req.k)
+    out = {"collection": collection, "mode": r.mode, "retrieval_ms": round(r.retrieval_ms, 3),
+           "timings": {k: round(float(v), 3) for k, v in (r.timings or {}).items()},
+           "hits": [{"rank": i, **hit_fields(h)} for i, h in enumerate(r.hits, 1)]}
+    out["rerank"] = rerank   # None when the stage is off; else applied, or the fused order kept and why
+    return out
 
 
 # --- collections ------------------------------------------------------------------------------------------

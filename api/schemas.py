@@ -174,6 +174,10 @@ class SearchResponse(BaseModel):
     retrieval_ms: float
     timings: dict
     hits: list[SearchHit]
+    rerank: dict | None = Field(None, description="null when rerank.enabled is off; else {model, where (local | hosted), "
+                                "reranked (passages sent), ms, applied, reason (why the fused order was kept, "
+                                "or null), failure (its class: timeout, down, auth, rate_limited, key_missing, "
+                                "error, or null)}")
 
 
 # --- collections, documents, jobs -------------------------------------------------------------------

@@ -83,10 +83,10 @@ def _print_hit(i, h):
 def cmd_search(args) -> int:
     from .engine import Engine
 
-    res = Engine(_settings(args)).search(args.collection, args.query, mode=args.mode, k=args.k)
+    res, rerank = Engine(_settings(args)).search_reranked(args.collection, args.query, mode=args.mode, k=args.k)
     if args.json:
         print(json.dumps({
-            "query": args.query, "mode": res.mode, "retrieval_ms": round(res.retrieval_ms, 2),
+            "query": args.query, "mode": res.mode, "retrieval_ms": round(res.retrieval_ms, 2), "rerank": rerank,
             "hits": [{"rank": h.fused_rank, "score": h.score, "chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id,
                       "source": h.chunk.source, "page": h.chunk.page, "heading": h.chunk.heading,
                       "start": h.chunk.start, "end": h.chunk.end, "text": h.chunk.text,
@@ -99,6 +99,8 @@ def cmd_search(args) -> int:
     for i, h in enumerate(res.hits, 1):
         _print_hit(i, h)
     print(f"({res.mode}, {res.retrieval_ms:.1f} ms)")
+    if rerank is not None:
+        print(rerank["reason"] or f"reranked by {rerank['model']} ({rerank['where']}, {rerank['ms']:.0f} ms)")
     return 0
 
 

@@ -123,9 +123,15 @@ class Engine:
         return Retriever(open_collection(collection, self.settings), self.embedder, self.settings.retrieval)
 
     def search(self, collection: str, query: str, *, mode: str | None = None, k: int | None = None) -> RetrievalResult:
+        return self.search_reranked(collection, query, mode=mode, k=k)[0]
+
+    def search_reranked(self, collection: str, query: str, *, mode: str | None = None,
+                        k: int | None = None) -> tuple[RetrievalResult, dict | None]:
+        """:meth:`search` and what the rerank stage did: None when ``rerank.enabled`` is off, else
+        {model, where, reranked, ms, applied, reason, failure} (:meth:`rag.rerank.Reranker.rerank`)."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("The query is empty: type something to search for.")
-        return self._retrieve(self.retriever(collection), query, mode, k)[0]
+        return self._retrieve(self.retriever(collection), query, mode, k)
 
     def _retrieve(self, retriever: Retriever, query: str, mode, k) -> tuple[RetrievalResult, dict | None]:
         """Retrieval, then the rerank stage when it is on: (result, rerank info or None)."""

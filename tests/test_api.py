@@ -424,6 +424,34 @@ def test_search_with_explanations(api):
     _err(httpx.post(api.v1 + "/search", headers=_h(api.read), json={"query": "q", "collection": "nope"}), 404)
 
 
+def test_search_says_what_the_rerank_stage_did(api):
+    from rag.testing.fake_nim import RankScript
+
+    def search():
+        r = httpx.post(api.v1 + "/search", headers=_h(api.read), json={"query": "where do herons hunt fish at dawn",
+                                                                         "collection": "docs", "k": 3})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    assert search()["rerank"] is None                       # off by default: no stage, nothing to report
+    api.settings.rerank.enabled = True
+    api.settings.rerank.base_url = api.nim.base_url
+    api.settings.rerank.timeout_s = 2.0
+    body = search()
+    info = body["rerank"]
+    assert info["applied"] is True and info["reason"] is None and info["failure"] is None
+    assert info["where"] == "local" and info["reranked"] >= 3 and info["ms"] > 0 and "rerank_ms" in body["timings"]
+    assert [h["rerank_rank"] for h in body["hits"]] == [1, 2, 3] and body["hits"][0]["document"] == "guide/herons.md"
+    assert body["hits"][0]["rerank_score"] >= body["hits"][1]["rerank_score"]
+    assert api.nim.rank_requests[-1]["json"]["query"]["text"] == "where do herons hunt fish at dawn"
+    api.nim.ranking = RankScript(status=500)
+    body = search()
+    info = body["rerank"]
+    assert info["applied"] is False and info["failure"] == "error"
+    assert info["reason"] == "rerank skipped, fused order kept: HTTP 500"
+    assert all(h["rerank_rank"] is None and h["rerank_score"] is None for h in body["hits"]) and len(body["hits"]) == 3
+
+
 def test_collections_and_documents(api):
     h = _h(api.admin)
     r = httpx.post(api.v1 + "/collections", headers=h, json={"name": "team-a"})

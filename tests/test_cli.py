@@ -116,3 +116,41 @@ def test_config_reaches_search_ingest_and_ask(hybrid_rag_bin, data_dir, tmp_path
         assert "Wild yeast raises it [1]." in p.stdout
         assert meta["endpoint"]["base_url"] == nim.base_url and meta["citations"]["used"] == [1]
         assert len(nim.chat_requests) == 1
+
+
+def test_search_json_shows_the_rerank_stage(hybrid_rag_bin, data_dir, tmp_path):
+    """With rerank.enabled (in a --config file) `search --json` gives each hit's rerank rank and score and says
+    whether the stage ran; when the rerank NIM fails, the hits keep the fused order and the reason is given."""
+    import yaml
+
+    from rag.testing.fake_nim import FakeNIM, RankScript
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(4):
+        (docs / f"filler{i}.md").write_text(f"# Filler {i}\n\nPlain text number {i} about nothing in particular.\n")
+    (docs / "herons.md").write_text("# Herons\n\nHerons hunt fish in shallow water at dawn; the heron stands still.\n")
+    run(hybrid_rag_bin, "ingest", "-c", "kb", "-q", str(docs), data_dir=data_dir)
+    query = "where do herons hunt fish at dawn"
+    plain = json.loads(run(hybrid_rag_bin, "search", "-c", "kb", "--json", "--k", "3", query, data_dir=data_dir).stdout)
+    assert plain["rerank"] is None and all(h["rerank_rank"] is None for h in plain["hits"])
+    with FakeNIM() as nim:
+        cfg = tmp_path / "rerank.yaml"
+        cfg.write_text(yaml.safe_dump({"rerank": {"enabled": True, "base_url": nim.base_url, "top_n": 5,
+                                                  "timeout_s": 5.0}}))
+        res = json.loads(run(hybrid_rag_bin, "--config", str(cfg), "search", "-c", "kb", "--json", "--k", "3", query,
+                             data_dir=data_dir).stdout)
+        assert res["rerank"]["applied"] is True and res["rerank"]["reranked"] == 5 and res["rerank"]["reason"] is None
+        assert [h["rerank_rank"] for h in res["hits"]] == [1, 2, 3] and res["hits"][0]["source"] == "herons.md"
+        scores = [h["rerank_score"] for h in res["hits"]]
+        assert scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
+        assert len(nim.rank_requests) == 1 and len(nim.rank_requests[0]["json"]["passages"]) == 5
+        nim.ranking = RankScript(status=503)
+        p = run(hybrid_rag_bin, "--config", str(cfg), "search", "-c", "kb", "--json", "--k", "3", query,
+                data_dir=data_dir)
+        res = json.loads(p.stdout)
+        assert res["rerank"]["applied"] is False and res["rerank"]["reason"] == "rerank skipped, fused order kept: HTTP 503"
+        assert [h["chunk_id"] for h in res["hits"]] == [h["chunk_id"] for h in plain["hits"]]
+        assert all(h["rerank_rank"] is None for h in res["hits"])
+        text = run(hybrid_rag_bin, "--config", str(cfg), "search", "-c", "kb", query, data_dir=data_dir).stdout
+        assert text.rstrip().endswith("rerank skipped, fused order kept: HTTP 503")
