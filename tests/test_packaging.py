@@ -18,16 +18,18 @@ def test_non_editable_install_finds_its_configs(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(src)], check=True, timeout=300)
-    assert sorted(p.name for p in (target / "rag" / "configs").iterdir()) == ["default.yaml", "models.yaml",
-                                                                             "router.yaml"]
+    assert sorted(p.name for p in (target / "rag" / "configs").iterdir()) == [
+        "default.yaml", "golden_docs.jsonl", "judge_prompt.md", "models.yaml", "router.yaml"]
     code = ("import rag.config as c; s = c.load_settings(); "
-            "print(c.CONFIG_DIR, c.SOURCE_ROOT, len(s.models.models), s.router.default_route, s.data_dir)")
+            "print(c.CONFIG_DIR, c.SOURCE_ROOT, len(s.models.models), s.router.default_route, s.data_dir); "
+            "import rag.answereval as a, rag.judge as j; print(len(a.load_golden()), len(j.load_prompt()) > 100)")
     work = tmp_path / "elsewhere"
     work.mkdir()
     out = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, timeout=120,
                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, check=True).stdout.split()
     assert out[0] == str(target / "rag" / "configs") and out[1] == "None"
     assert int(out[2]) >= 3 and out[3] == "speed" and out[4] == str(work / "data")
+    assert int(out[5]) >= 20 and out[6] == "True"  # the example golden set and the judge's prompt ship too
 
 
 def test_setup_builds_llama_cpp_with_the_pinned_version_and_our_build_options(tmp_path):
