@@ -128,6 +128,16 @@ def collection_counts(data_dir, name: str) -> dict:
 
 # --- the served app -------------------------------------------------------------------------------
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright never downloads one
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+def launch_chromium(playwright):
+    """Headless Debian chromium through Playwright (``with sync_playwright() as p: launch_chromium(p)``)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,19 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from reliability_kit import CHROMIUM, launch_chromium, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 PASSWORD = "browser-test-pw"
 SHOTS = Path(os.environ.get("HYBRID_RAG_SHOTS", "")) if os.environ.get("HYBRID_RAG_SHOTS") else None
 FACT_DOC = ("# Heron project\n\nThe heron project codename is BLUEHERON. It was started in 2019 by the "
@@ -34,12 +28,6 @@ ANSWER_TOKENS = ["The ", "codename ", "of the ", "heron ", "project ", "is ", "B
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _shot(page, name: str) -> None:
@@ -62,46 +50,18 @@ def nim_server():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, hybrid_rag_bin, nim_server):
+def server(tmp_path_factory, nim_server):
     nim, url_env = nim_server
-    root = tmp_path_factory.mktemp("served")
-    data = root / "data"
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRID_RAG")}
-    env.update({"HYBRID_RAG_DATA": str(data), "HYBRID_RAG_ADMIN_PASSWORD": PASSWORD, url_env: nim.base_url,
-                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-                "GRADIO_TEMP_DIR": str(root / "gradio-tmp"), "NO_PROXY": "127.0.0.1,localhost"})
-    log = open(root / "server.log", "wb")
-    proc = subprocess.Popen([hybrid_rag_bin, "serve", "--port", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=str(root))
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"the server exited ({proc.returncode}):\n{(root / 'server.log').read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"the server did not start:\n{(root / 'server.log').read_text()}")
-        time.sleep(0.5)
-    yield {"url": url, "data": data, "log": root / "server.log"}
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    s = serve(tmp_path_factory.mktemp("served"), {"HYBRID_RAG_ADMIN_PASSWORD": PASSWORD, url_env: nim.base_url},
+              starter=True)
+    yield {"url": s.url + "/", "data": s.data, "log": s.log}
+    s.stop()
 
 
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = launch_chromium(p)
         yield b
         b.close()
 

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from reliability_kit import CHROMIUM, launch_chromium, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 PASSWORD = "browser-eval-pw"
 SAMPLE = Path(__file__).parent / "data" / "scifact_sample"
 
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _small_set(d: Path) -> list[Path]:
@@ -50,44 +36,16 @@ def _small_set(d: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, hybrid_rag_bin):
-    root = tmp_path_factory.mktemp("served-eval")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRID_RAG")}
-    env.update({"HYBRID_RAG_DATA": str(root / "data"), "HYBRID_RAG_ADMIN_PASSWORD": PASSWORD, "HF_HUB_OFFLINE": "1",
-                "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-                "GRADIO_TEMP_DIR": str(root / "gradio-tmp"), "NO_PROXY": "127.0.0.1,localhost"})
-    log = open(root / "server.log", "wb")
-    proc = subprocess.Popen([hybrid_rag_bin, "serve", "--port", str(port), "--no-starter"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=str(root))
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"the server exited ({proc.returncode}):\n{(root / 'server.log').read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"the server did not start:\n{(root / 'server.log').read_text()}")
-        time.sleep(0.5)
-    yield {"url": url, "data": root / "data", "log": root / "server.log"}
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+def server(tmp_path_factory):
+    s = serve(tmp_path_factory.mktemp("served-eval"), {"HYBRID_RAG_ADMIN_PASSWORD": PASSWORD})  # --no-starter
+    yield {"url": s.url + "/", "data": s.data, "log": s.log}
+    s.stop()
 
 
 def test_evaluate_tab_runs_a_beir_set_and_shows_the_table(server, tmp_path):
     files = _small_set(tmp_path / "set")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 950})
             page.goto(server["url"])

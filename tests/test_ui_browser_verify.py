@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from reliability_kit import CHROMIUM, launch_chromium, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 DOC = ("# Heron project\n\nThe heron project codename is BLUEHERON. It was started in 2019 by the "
        "wetlands team to count wading birds with acoustic sensors.\n\n## Sensors\n\nHydrophones, not cameras.\n")
 SUPPORTED = "The heron project codename is BLUEHERON [1]."
@@ -33,14 +29,6 @@ ANSWER_TOKENS = [SUPPORTED + " ", UNSUPPORTED + " ", UNCITED]
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -59,45 +47,21 @@ def nim():
 def server(tmp_path_factory, hybrid_rag_bin, nim):
     fake, url_env = nim
     root = tmp_path_factory.mktemp("served-verify")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRID_RAG")}
-    env.update({"HYBRID_RAG_DATA": str(root / "data"), url_env: fake.base_url, "HF_HUB_OFFLINE": "1",
-                "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-                "GRADIO_TEMP_DIR": str(root / "gradio-tmp"), "NO_PROXY": "127.0.0.1,localhost"})
+    extra = {url_env: fake.base_url}
     (root / "heron.md").write_text(DOC)
-    subprocess.run([hybrid_rag_bin, "ingest", "-c", "herons", "-q", str(root / "heron.md")], env=env, cwd=str(root),
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRID_RAG")}
+    subprocess.run([hybrid_rag_bin, "ingest", "-c", "herons", "-q", str(root / "heron.md")], cwd=str(root),
+                   env={**env, "HYBRID_RAG_DATA": str(root / "data"), "HF_HUB_OFFLINE": "1"},
                    check=True, capture_output=True, timeout=300)
-    port = _free_port()
-    log = open(root / "server.log", "wb")
-    proc = subprocess.Popen([hybrid_rag_bin, "serve", "--port", str(port), "--no-starter"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=str(root))
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"the server exited ({proc.returncode}):\n{(root / 'server.log').read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"the server did not start:\n{(root / 'server.log').read_text()}")
-        time.sleep(0.5)
-    yield {"url": url, "log": root / "server.log"}
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    s = serve(root, extra)  # --no-starter: the collection above is the only one
+    yield {"url": s.url + "/", "log": s.log}
+    s.stop()
 
 
 @pytest.fixture
 def page(server):
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         pg = browser.new_page(viewport={"width": 1400, "height": 950})
         dialogs = []
         pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
