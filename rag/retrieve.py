@@ -11,7 +11,9 @@ Fusion methods (``retrieval.fusion``):
   real score on both sides (the stored vector; its BM25 score), so the fusion is exact over that union.
   A chunk in neither list is not scored. Measured best on SciFact (see README), so it is the default.
   Where the backend cannot give the corpus moments (Milvus), the union's own moments are used: every
-  candidate still gets its exact score on both sides (see docs/scale.md for the measurements).
+  candidate still gets its exact score on both sides. On SciFact that measured 0.7384 nDCG@10 against 0.7225
+  for z-scores over each list (absent candidates at the list's minimum) and 0.7148 for Milvus's own
+  WeightedRanker (docs/scale.md).
 
 Both backends run the same two searches and the same fusion here, so RRF and convex mean the same on each.
 
@@ -51,23 +53,6 @@ def rrf(lists: dict[str, list[int]], weights: dict[str, float], k: float = 60.0)
         w = weights.get(name, 1.0)
         for rank, row in enumerate(rows, start=1):
             fused[row] = fused.get(row, 0.0) + w / (k + rank)
-    return fused
-
-
-def convex(scored: dict[str, tuple[list[int], np.ndarray]], weights: dict[str, float]) -> dict[int, float]:
-    """Weighted sum of per-list z-normalised scores; absent candidates get the list's minimum."""
-    fused: dict[int, float] = {}
-    normed = {}
-    for name, (rows, scores) in scored.items():
-        if len(rows) == 0:
-            continue
-        s = np.asarray(scores, dtype=np.float64)
-        sd = s.std()
-        z = (s - s.mean()) / sd if sd > 1e-12 else np.zeros_like(s)
-        normed[name] = (dict(zip(rows, z)), float(z.min()))
-    every = set().union(*(m[0].keys() for m in normed.values())) if normed else set()
-    for row in every:
-        fused[row] = sum(weights.get(name, 1.0) * m.get(row, floor) for name, (m, floor) in normed.items())
     return fused
 
 
@@ -165,4 +150,4 @@ def _convex_exact(col: Collection, qvec, sparse_of: dict[int, float], dense_mome
     return dict(zip(union, fused.tolist())), dict(zip(union, dense.tolist()))
 
 
-__all__ = ["Retriever", "RetrievalResult", "rrf", "convex", "MODES"]
+__all__ = ["Retriever", "RetrievalResult", "rrf", "MODES"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rag.retrieve import Retriever, convex, rrf
+from rag.retrieve import Retriever, rrf
 from rag.store import CollectionWriter, DocRecord, open_collection
 from rag.types import Chunk
 
@@ -21,15 +21,6 @@ def test_rrf_by_hand():
     assert fused[2] == pytest.approx(1 / 62)
     weighted = rrf({"dense": [1], "sparse": [2]}, {"dense": 2.0, "sparse": 1.0}, k=0)
     assert weighted == {1: 2.0, 2: 1.0}
-
-
-def test_convex_by_hand():
-    fused = convex({"dense": ([1, 2], np.array([1.0, 0.0])), "sparse": ([2, 3], np.array([4.0, 2.0]))},
-                   {"dense": 0.5, "sparse": 0.5})
-    # z-scores: dense 1 -> +1, 2 -> -1 ; sparse 2 -> +1, 3 -> -1 ; absent -> the list's minimum (-1)
-    assert fused[1] == pytest.approx(0.5 * 1 + 0.5 * -1)
-    assert fused[2] == pytest.approx(0.5 * -1 + 0.5 * 1)
-    assert fused[3] == pytest.approx(0.5 * -1 + 0.5 * -1)
 
 
 @pytest.fixture
