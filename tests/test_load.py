@@ -149,12 +149,11 @@ def test_per_version_caches_stay_bounded(settings):
     from reliability_kit import FakeEmbedder
 
     from ingest.pipeline import ingest
-    from rag import retrieve
     from rag.retrieve import Retriever
-    from rag.store import open_collection
+    from rag.store import open_collection, reader  # reader: the files backend
 
     emb = FakeEmbedder()
-    for i in range(retrieve._STATS_MAX + 4):
+    for i in range(reader._STATS_MAX + 4):
         ingest("grow", [(f"d{i}.md", _doc(i))], settings=settings, embedder=emb)
         Retriever(open_collection("grow", settings), emb, settings.retrieval).search("quokka", k=2)
-    assert len(retrieve._STATS) <= retrieve._STATS_MAX
+    assert len(reader._STATS) <= reader._STATS_MAX
