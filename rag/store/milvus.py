@@ -11,10 +11,11 @@ Milvus Lite (whose analyzers have no stemmer) and on a server alike. Milvus's BM
 
 Commits without transactions: every row carries the generation (``gen``) that wrote it, and a state record in
 the ``hybrid_rag_collections`` collection names the committed generation ``G`` (plus embedder, build settings
-and counts). Readers search ``gen <= G``. A commit inserts its rows as ``G+1`` (invisible), then writes state
-``G+1`` listing the documents it replaced or removed (``hidden``: their rows older than ``G+1`` are filtered
-out), then deletes those rows and writes the state again without the list. A writer that dies leaves the last
-state in force; the next writer deletes the rows above it and finishes any pending deletes. The state record
+and counts). Readers search ``gen <= G`` (less the pending rows below). A commit inserts its rows as ``G+1`` (invisible), then writes state
+``G+1`` listing the documents it replaced or removed (``pending``: their rows older than ``G+1`` are filtered
+out). Those rows are deleted :data:`PURGE_AFTER_S` later, by a later commit or writer (then the state is
+written again without them): a search that began on ``G`` still reads every row it found. A writer that dies
+leaves the last state in force; the next writer deletes the rows above it and finishes the deletes that are due. The state record
 lives in Milvus, so every app process that points at the same server sees the same collections.
 """
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .layout import CollectionError, CollectionNotFound, validate_name, writer_l
 from .writer import _package_version
 
 log = logging.getLogger(__name__)
+PURGE_AFTER_S = 30.0  # rows a commit replaced or removed stay, hidden, this long: searches begun before it finish
 # Milvus Lite has no server timestamps: pymilvus asks for one at every query_iterator, Lite's in-process gRPC server
 # logs the refusal, pymilvus the fallback to a client-side one (harmless there); neither is shown
 logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(lambda r: "mvccTs" not in r.getMessage())
@@ -259,10 +261,11 @@ def _query_all(c, mname: str, expr: str, fields: list[str], batch: int = 4096) -
 
 # --- reading ------------------------------------------------------------------------------------------
 
-def _visible(gen: int, hidden: list[str]) -> str:
+def _visible(gen: int, pending: list[dict]) -> str:
+    """Generation ``gen`` as a filter: rows written up to it, less the rows each commit replaced or removed."""
     expr = f"gen <= {gen}"
-    if hidden:
-        expr += f" and not (doc_id in {_strs(hidden)} and gen < {gen})"
+    for p in pending:
+        expr += f" and not (doc_id in {_strs(p['docs'])} and gen < {p['gen']})"
     return expr
 
 
@@ -280,7 +283,7 @@ class MilvusCollection(Collection):
     def __init__(self, name: str, settings, c, gen: int, info: dict):
         self.name, self.version, self.manifest = name, f"g{gen:06d}", info
         self.gen, self._c, self._mname = gen, c, info["milvus_name"]
-        self._filter = _visible(gen, info.get("hidden", []))
+        self._filter = _visible(gen, info.get("pending", []))
         sp = info["build_settings"]["sparse"]
         self.tokenizer = Tokenizer(stopwords=sp["stopwords"], stemmer=sp["stemmer"])
         self._search_params = _search_params(info["build_settings"]["dense"]["index_type"], settings.dense)
@@ -460,7 +463,11 @@ class MilvusWriter(StagingWriter):
         return self
 
     def __exit__(self, *exc):
-        self._lock_cm.__exit__(*exc)
+        try:
+            if exc[0] is None and self.gen > 0:
+                self._purge()
+        finally:
+            self._lock_cm.__exit__(*exc)
         return False
 
     def _open_base(self) -> None:
@@ -472,7 +479,7 @@ class MilvusWriter(StagingWriter):
                 raise CollectionNotFound(f"No collection named {self.name!r} in Milvus at {uri_of(self.settings)}: "
                                          f"create it with `hybrid-rag ingest --collection {self.name} FILES...`.",
                                          name=self.name)
-            self.gen, self.info = 0, self._new_info()
+            self.gen, self.rev, self.info = 0, 0, self._new_info()
             self.chunking, self.index_title = self.info["chunking"], self.info["index_title"]
             self._tokenizer = Tokenizer(stopwords=self.settings.sparse.stopwords, stemmer=self.settings.sparse.stemmer)
             return
@@ -490,9 +497,10 @@ class MilvusWriter(StagingWriter):
         mname = self.info["milvus_name"]
         _load(self._c, mname)
         self._c.delete(mname, filter=f"gen > {self.gen}")  # rows of a writer that died before its commit
-        if self.info.get("hidden"):  # a writer died between its commit and its deletes: finish them
-            self._finish(self.gen, rev)
-        for r in _query_all(self._c, mname, f"ordinal == 0 and gen <= {self.gen}", ["doc_id", "sha256", "n_chunks"]):
+        self.rev = rev
+        self._purge()  # deletes that fell due after the last writer left (or died)
+        visible = _visible(self.gen, self.info.get("pending", []))
+        for r in _query_all(self._c, mname, f"ordinal == 0 and {visible}", ["doc_id", "sha256", "n_chunks"]):
             self._docs[r["doc_id"]] = (r["sha256"], r["n_chunks"])
             self._by_sha.setdefault(r["sha256"], []).append(r["doc_id"])
 
@@ -514,7 +522,7 @@ class MilvusWriter(StagingWriter):
                                               "stopwords": s.sparse.stopwords, "stemmer": s.sparse.stemmer},
                                    "dense": {"index_type": index_type,
                                              "params": _index(index_type, s.dense, self.dim)}},
-                "counts": {"documents": 0, "chunks": 0}, "hidden": [], "build": {}}
+                "counts": {"documents": 0, "chunks": 0}, "pending": [], "build": {}}
 
     # -- the committed generation's documents, for dedupe --------------------------------------
     def _base_hash(self, doc_id: str) -> str | None:
@@ -545,13 +553,13 @@ class MilvusWriter(StagingWriter):
             self._docs[rec.doc_id] = (rec.sha256, len(chunks))
             self._by_sha.setdefault(rec.sha256, []).append(rec.doc_id)
         self.info["counts"] = {"documents": len(self._docs), "chunks": sum(n for _, n in self._docs.values())}
-        self.info["hidden"] = hidden
+        if hidden:
+            self.info["pending"] = self.info.get("pending", []) + [{"gen": gen, "docs": hidden, "at": time.time()}]
         self.info["build"] = {"time": time.time(), "base": self.gen, "hybrid_rag": _package_version(),
                               "seconds": {"rows": round(time.perf_counter() - t0, 3)}}
         _write_state(self._c, self.name, gen, 0, self.info)  # the commit: readers see generation `gen` now
-        self.gen = gen
-        if hidden:
-            self._finish(gen, 0)
+        self.gen, self.rev = gen, 0
+        self._purge()
         log.info("collection %s (milvus): committed generation %d", self.name, gen)
         return f"g{gen:06d}"
 
@@ -616,13 +624,20 @@ class MilvusWriter(StagingWriter):
         if batch:
             self._c.insert(mname, batch)
 
-    def _finish(self, gen: int, rev: int) -> None:
-        """Delete the rows the commit of ``gen`` replaced or removed, then drop them from the state's filter."""
-        hidden = self.info["hidden"]
-        for i in range(0, len(hidden), 500):
-            self._c.delete(self.info["milvus_name"], filter=f"doc_id in {_strs(hidden[i:i + 500])} and gen < {gen}")
-        self.info["hidden"] = []
-        _write_state(self._c, self.name, gen, rev + 1, self.info)
+    def _purge(self) -> None:
+        """Delete the rows that commits at least :data:`PURGE_AFTER_S` ago replaced or removed, then drop them
+        from the state's filter."""
+        pending = self.info.get("pending", [])
+        due = [p for p in pending if time.time() - p["at"] >= PURGE_AFTER_S]
+        if not due:
+            return
+        for p in due:
+            for i in range(0, len(p["docs"]), 500):
+                self._c.delete(self.info["milvus_name"],
+                               filter=f"doc_id in {_strs(p['docs'][i:i + 500])} and gen < {p['gen']}")
+        self.info["pending"] = [p for p in pending if p not in due]
+        self.rev += 1
+        _write_state(self._c, self.name, self.gen, self.rev, self.info)
 
 
 def _fit(s: str, limit: int) -> str:
