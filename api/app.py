@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def readiness(svc: Service) -> tuple[bool, dict]:
-    """(ready, checks): the embedder is loaded and every collection opens."""
+    """(ready, checks): the embedder is loaded, every collection opens and Milvus (where in use) answers."""
     from rag.store.layout import collections_root
 
     checks: dict = {}
@@ -38,6 +38,12 @@ def readiness(svc: Service) -> tuple[bool, dict]:
     except OSError as e:
         checks["collections"] = f"cannot list the collections: {e.strerror or type(e).__name__}"
         return False, checks
+    from rag.store import list_collections
+
+    unreachable: list[str] = []
+    names += [c["name"] for c in list_collections(svc.settings, errors=unreachable) if c["backend"] == "milvus"]
+    if unreachable:
+        checks["milvus"] = unreachable[0]
     bad = []
     for n in names:
         try:
@@ -45,7 +51,7 @@ def readiness(svc: Service) -> tuple[bool, dict]:
         except Exception as e:  # noqa: BLE001 - reported, not raised
             bad.append({"collection": n, "error": json.loads(errors.error_response(e).body)["error"]["message"]})
     checks["collections"] = {"count": len(names), "unreadable": bad}
-    return loaded and not bad, checks
+    return loaded and not bad and not unreachable, checks
 
 
 _WARMING: set[int] = set()

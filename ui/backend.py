@@ -73,11 +73,15 @@ class Backend:
     def collections(self) -> list[dict]:
         from rag.store import list_collections
 
+        errors: list[str] = []
         try:
-            return list_collections(self.settings)
+            found = list_collections(self.settings, errors=errors)
         except OSError as e:
             log.warning("cannot list collections: %s", e)
             return []
+        for e in errors:  # Milvus unreachable: the files collections still serve
+            log.warning("cannot list the Milvus collections: %s", e)
+        return found
 
     def collection_names(self) -> list[str]:
         return [c["name"] for c in self.collections()]

@@ -38,13 +38,20 @@ def open_collection(name: str, settings) -> Collection:
     return reader.open_collection(name, settings)
 
 
-def list_collections(settings) -> list[dict]:
-    """name, backend, version, documents, chunks, embedder, updated of every collection, by name."""
+def list_collections(settings, *, errors: list[str] | None = None) -> list[dict]:
+    """name, backend, version, documents, chunks, embedder, updated of every collection, by name.
+    ``errors``: when given, a Milvus that cannot be reached is reported there (its message says which uri and
+    what to set) and the files collections are still listed; else it raises."""
     settings = _settings(settings)
     out = reader.list_collections(settings.data_dir)
     if milvus.in_use(settings):
         files = {c["name"] for c in out}
-        out += [c for c in milvus.list_collections(settings) if c["name"] not in files]
+        try:
+            out += [c for c in milvus.list_collections(settings) if c["name"] not in files]
+        except CollectionError as e:
+            if errors is None:
+                raise
+            errors.append(str(e))
     return sorted(out, key=lambda c: c["name"])
 
 
