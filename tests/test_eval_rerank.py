@@ -42,7 +42,7 @@ def beir(tmp_path):
 
 def _config(tmp_path, base_url) -> str:
     cfg = tmp_path / "rerank.yaml"
-    cfg.write_text(f"rerank:\n  base_url: {base_url}\n  top_n: 50\n  timeout_s: 2.0\n")
+    cfg.write_text(f"rerank:\n  base_url: {base_url}\n  top_n: 50\n  timeout_s: 10.0\n")
     return str(cfg)
 
 
@@ -113,8 +113,8 @@ def test_saved_runs_keep_the_fallbacks_and_the_tab_shows_them(settings, beir, fa
     engine = Engine(settings)
     ensure_collection("herons", beir / "corpus.jsonl", settings=settings, embedder=engine.embedder)
     configs = parse_configs("hybrid,hybrid-rerank")
-    fake_nim.ranking = RankScript(delay_s=2.5)             # past rerank.timeout_s for the first query only
-    settings.rerank.timeout_s = 1.0
+    fake_nim.ranking = RankScript(status=500)              # the first query's call fails, the second's does not
+    settings.rerank.timeout_s = 30.0                       # (no timing in this test: a loaded machine is slow)
     calls = []
 
     def progress(name, i, n):
@@ -125,8 +125,9 @@ def test_saved_runs_keep_the_fallbacks_and_the_tab_shows_them(settings, beir, fa
     result = run_configs(engine.retriever("herons"), load_queries(beir / "queries.jsonl"),
                          load_qrels(beir / "qrels.tsv"), configs, progress=progress,
                          reranker=reranker_for(configs, settings))
-    assert result.rerank["hybrid-rerank"] == {"applied": 1, "fallbacks": 1,
-                                              "reasons": {"no answer within 1 s (rerank.timeout_s)": 1}}
+    got = result.rerank["hybrid-rerank"]
+    assert (got["applied"], got["fallbacks"]) == (1, 1) and list(got["reasons"].values()) == [1], got
+    assert "500" in next(iter(got["reasons"])), got
     again = load(settings.data_dir, save(result, settings.data_dir, collection="herons"))
     assert again.summary() == result.summary()
     rows = {r[0]: r for r in table_rows(again)}
