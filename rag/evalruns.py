@@ -105,9 +105,10 @@ def save(result: EvalResult, data_dir: str | Path, *, collection: str) -> str:
             for q, rel in result.qrels.items():
                 for d, g in rel.items():
                     f.write(f"{q}\t{d}\t{g}\n")
+        # latencies unrounded: the loaded run's summary (percentiles of the raw values) equals this one's
         meta = {"version": FORMAT_VERSION, "id": run_id, "created_at": now.isoformat(timespec="seconds"),
                 "collection": collection, "configs": result.configs, "summary": result.summary(),
-                "latency_ms": {k: [round(v, 3) for v in ms] for k, ms in result.latency_ms.items()},
+                "latency_ms": {k: [float(v) for v in ms] for k, ms in result.latency_ms.items()},
                 "info": result.info, "rerank": result.rerank}
         (tmp / "metrics.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         os.replace(tmp, root / run_id)
