@@ -394,11 +394,7 @@ def run_live(backend, files, collection, new_name, user, password, presets, extr
 
     job = JOBS.submit(work)
     progress(0.0, desc="Queued…")
-    while not job.finished_event.wait(POLL_S):
-        if job.state == "queued":
-            progress(0.0, desc="Waiting for another evaluation to finish…")
-        else:
-            progress(min(max(job.progress, 0.0), 1.0), desc=(job.message or "Starting…")[:120])
+    follow(job, progress)
     if job.state != "done":
         kind = "warn" if job.state == "cancelled" else "error"
         yield (message_html(job.error or "The evaluation did not finish.", kind), *skip)
@@ -513,4 +509,13 @@ def build(backend) -> dict:
     return {"collection": collection, "refresh": (refresh, collection)}
 
 
-__all__ = ["build", "run_live", "run_views", "drill", "compare_runs", "identify", "stop_runs", "JOBS"]
+def follow(job, progress) -> None:
+    """Show a queued evaluation job's progress on ``progress`` until it finishes (both evaluation kinds)."""
+    while not job.finished_event.wait(POLL_S):
+        if job.state == "queued":
+            progress(0.0, desc="Waiting for another evaluation to finish…")
+        else:
+            progress(min(max(job.progress, 0.0), 1.0), desc=(job.message or "Starting…")[:120])
+
+
+__all__ = ["build", "run_live", "run_views", "drill", "compare_runs", "identify", "stop_runs", "JOBS", "follow"]

@@ -24,7 +24,7 @@ from rag import answereval as ae
 from rag.errors import InvalidInput, user_message
 from rag.eval import EvalCancelled
 
-from .evaluate import JOBS, POLL_S, stop_runs
+from .evaluate import JOBS, follow, stop_runs
 from .render import esc, message_html
 
 SUMMARY_COLUMNS = ["Model", "Answered", "Not counted", "Citation validity", "Citation coverage", "Supported",
@@ -253,11 +253,7 @@ def run_live(backend, upload, collection, models, judge, max_tokens, limit, prog
 
     job = JOBS.submit(work)
     progress(0.0, desc=f"{len(golden)} questions from the {name} · {the_judge.status}"[:120])
-    while not job.finished_event.wait(POLL_S):
-        if job.state == "queued":
-            progress(0.0, desc="Waiting for another evaluation to finish…")
-        else:
-            progress(min(max(job.progress, 0.0), 1.0), desc=(job.message or "Starting…")[:120])
+    follow(job, progress)
     if job.state != "done":
         yield (message_html(job.error or "The evaluation did not finish.",
                             "warn" if job.state == "cancelled" else "error"), *skip)
