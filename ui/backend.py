@@ -38,6 +38,13 @@ class Backend:
         return self.engine.live_catalog()
 
     @property
+    def state(self):
+        """The state database (:mod:`rag.state`): users, rights, sessions, keys, conversations, votes, audit."""
+        from rag.state import open_state
+
+        return open_state(self.settings)
+
+    @property
     def arena(self):
         if self._arena is None:
             with self._lock:
