@@ -1,4 +1,4 @@
-"""Model arena: votes from side-by-side comparisons, stored in SQLite, and a leaderboard.
+"""Model arena: votes from side-by-side comparisons, stored in the state database, and a leaderboard.
 
 A vote records the models shown (in column order A, B, C, D) and the outcome:
 
@@ -14,6 +14,10 @@ model the auto router would have picked for the vote's question was the one peop
 :func:`leaderboard_by_route` slices the leaderboard by that route (the pick is stored with each vote since issue
 13 as ``meta["router"]``; older votes get it recomputed from their question).
 
+Votes live in the state database (:mod:`rag.state`, table ``votes``), with the voter's name and the collection the
+question went to, so the leaderboard can be filtered by collection. The ``arena.sqlite`` file of earlier versions
+is imported once (:func:`import_arena_sqlite`, run when the state opens) and renamed ``arena.sqlite.imported``.
+
 Everything is plain numpy; the fit is a regularised Newton solve on the
 aggregated pairwise counts, so a bootstrap of a few hundred resamples takes milliseconds.
 """
@@ -23,8 +27,6 @@ import csv
 import io
 import json
 import math
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,20 +42,6 @@ ELO_SCALE = 400.0 / math.log(10.0)
 DB_NAME = "arena.sqlite"
 PRIOR_L2 = 0.5          # Bradley-Terry prior: one vote moves two models about ±90 Elo, not ±340
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS votes (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    models TEXT NOT NULL,        -- JSON list of catalog ids, in column order A, B, ...
-    outcome TEXT NOT NULL,       -- A | B | C | D | tie | bad
-    blind INTEGER NOT NULL,
-    question TEXT NOT NULL DEFAULT '',
-    collection TEXT NOT NULL DEFAULT '',
-    meta TEXT NOT NULL DEFAULT '{}'
-);
-"""
-
-
 class ArenaError(HybridRagError, ValueError):
     pass
 
@@ -68,9 +56,11 @@ class Vote:
     question: str = ""
     collection: str = ""
     meta: dict = field(default_factory=dict)
+    voter: str | None = None
 
 
 def arena_path(data_dir: str | Path) -> Path:
+    """Where earlier versions kept the votes (imported into the state database once)."""
     return Path(data_dir) / DB_NAME
 
 
@@ -86,49 +76,127 @@ def validate_vote(models: list[str], outcome: str) -> None:
 
 
 class Arena:
-    """The vote store: one SQLite file (``<data_dir>/arena.sqlite``), safe to share between threads."""
+    """The votes, in the state database's ``votes`` table; safe to share between threads and processes."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        with self._connect() as con:
-            con.executescript(_SCHEMA)
+    def __init__(self, state):
+        self.state = state
+
+    @classmethod
+    def for_state(cls, state) -> "Arena":
+        return cls(state)
 
     @classmethod
     def for_data_dir(cls, data_dir: str | Path) -> "Arena":
-        return cls(arena_path(data_dir))
+        """The arena of the state database that a data directory uses (``$HYBRID_RAG_DATABASE_URL``, else
+        ``<data_dir>/state.sqlite``)."""
+        from .state import open_state_at
 
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=10)
-        con.execute("PRAGMA journal_mode=WAL")
-        return con
+        return cls(open_state_at(data_dir))
 
     def record_vote(self, models: list[str], outcome: str, *, blind: bool = True, question: str = "",
-                    collection: str = "", meta: dict | None = None) -> int:
-        """Store one vote; returns its id."""
-        models = [str(m) for m in models]
+                    collection: str = "", meta: dict | None = None, voter: str | None = None) -> int:
+        """Store one vote (``voter``: the signed-in user's name); returns its id."""
+        from sqlalchemy import insert
+
+        from .state import models as m
+
+        models = [str(m_) for m_ in models]
         validate_vote(models, outcome)
-        with self._lock, self._connect() as con:
-            cur = con.execute(
-                "INSERT INTO votes (ts, models, outcome, blind, question, collection, meta) VALUES (?,?,?,?,?,?,?)",
-                (time.time(), json.dumps(models), outcome, int(bool(blind)), str(question)[:4000],
-                 str(collection)[:200], json.dumps(meta or {}, default=str)))
-            return int(cur.lastrowid)
+        voter = getattr(voter, "name", voter)
+        with self.state._tx(write=True) as c:
+            return int(c.execute(insert(m.votes).values(
+                ts=time.time(), models=json.dumps(models), outcome=outcome, blind=bool(blind),
+                question=str(question)[:4000], collection=str(collection or "")[:200],
+                meta=json.dumps(meta or {}, default=str), voter=str(voter)[:64] if voter else None,
+            )).inserted_primary_key[0])
 
-    def votes(self) -> list[Vote]:
-        with self._connect() as con:
-            rows = con.execute(
-                "SELECT id, ts, models, outcome, blind, question, collection, meta FROM votes ORDER BY id").fetchall()
-        return [Vote(r[0], r[1], json.loads(r[2]), r[3], bool(r[4]), r[5], r[6], json.loads(r[7] or "{}"))
-                for r in rows]
+    record = record_vote
 
-    def count(self) -> int:
-        with self._connect() as con:
-            return int(con.execute("SELECT COUNT(*) FROM votes").fetchone()[0])
+    def _query(self, collection: str | None = None, voter: str | None = None):
+        from sqlalchemy import select
 
-    def leaderboard(self, *, bootstrap: int = 200, seed: int = 0) -> list[dict]:
-        return leaderboard(self.votes(), bootstrap=bootstrap, seed=seed)
+        from .state import models as m
+
+        q = select(m.votes).order_by(m.votes.c.id)
+        if collection is not None:
+            q = q.where(m.votes.c.collection == str(collection))
+        if voter is not None:
+            q = q.where(m.votes.c.voter == str(getattr(voter, "name", voter)))
+        return q
+
+    def votes(self, collection: str | None = None, voter: str | None = None) -> list[Vote]:
+        """Every vote, oldest first; only those on ``collection`` / by ``voter`` when given."""
+        with self.state._tx() as c:
+            rows = c.execute(self._query(collection, voter)).all()
+        return [Vote(int(r.id), r.ts, json.loads(r.models), r.outcome, bool(r.blind), r.question, r.collection,
+                     json.loads(r.meta or "{}"), r.voter) for r in rows]
+
+    def count(self, collection: str | None = None) -> int:
+        from sqlalchemy import func, select
+
+        from .state import models as m
+
+        q = select(func.count()).select_from(m.votes)
+        if collection is not None:
+            q = q.where(m.votes.c.collection == str(collection))
+        with self.state._tx() as c:
+            return int(c.execute(q).scalar_one())
+
+    def collections(self) -> list[str]:
+        """The collections that have votes, sorted (for a leaderboard filter)."""
+        from sqlalchemy import select
+
+        from .state import models as m
+
+        with self.state._tx() as c:
+            return sorted(r[0] for r in c.execute(select(m.votes.c.collection).distinct()) if r[0])
+
+    def leaderboard(self, *, bootstrap: int = 200, seed: int = 0, collection: str | None = None) -> list[dict]:
+        """The leaderboard over every vote, or over the votes on ``collection``."""
+        return leaderboard(self.votes(collection=collection), bootstrap=bootstrap, seed=seed)
+
+
+def import_arena_sqlite(state, data_dir: str | Path) -> int:
+    """Copy the votes of ``<data_dir>/arena.sqlite`` (earlier versions) into the state database once, then rename
+    the file ``arena.sqlite.imported``; returns how many votes came in (0 when there is no file)."""
+    import sqlite3
+
+    from sqlalchemy import insert, select
+    from sqlalchemy.exc import IntegrityError
+
+    from .state import models as m
+
+    path = arena_path(data_dir)
+    if not path.is_file():
+        return 0
+    marker = f"imported:arena:{path.resolve()}"
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = con.execute("SELECT ts, models, outcome, blind, question, collection, meta FROM votes ORDER BY id").fetchall()
+    except sqlite3.Error as e:
+        raise ArenaError(f"The old votes file {path} cannot be read ({e}): move it away (the arena starts empty) "
+                         "or restore it from a backup.") from None
+    finally:
+        con.close()
+    n = 0
+    try:
+        with state._tx(write=True) as c:
+            if c.execute(select(m.meta_kv.c.key).where(m.meta_kv.c.key == marker)).first() is None:
+                c.execute(insert(m.meta_kv).values(key=marker, value=json.dumps({"votes": len(rows), "ts": time.time()})))
+                if rows:
+                    c.execute(insert(m.votes), [
+                        {"ts": float(r[0]), "models": r[1], "outcome": r[2], "blind": bool(r[3]), "question": r[4] or "",
+                         "collection": r[5] or "", "meta": r[6] or "{}", "voter": None} for r in rows])
+                n = len(rows)
+    except IntegrityError:   # another process imported it at the same moment
+        n = 0
+    try:
+        path.rename(path.with_name(DB_NAME + ".imported"))
+    except FileNotFoundError:
+        pass
+    if n:
+        state.audit("system", "arena.import", detail=f"{n} votes from {path}")
+    return n
 
 
 # ------------------------------------------------------------------------------------------------
@@ -317,4 +385,4 @@ def leaderboard_csv(rows: list[dict]) -> str:
 
 __all__ = ["Arena", "ArenaError", "Vote", "OUTCOMES", "LABELS", "arena_path", "pairwise", "bradley_terry",
            "leaderboard", "leaderboard_csv", "to_elo", "router_pick", "vote_picks", "leaderboard_by_route",
-           "router_agreement"]
+           "router_agreement", "import_arena_sqlite"]

@@ -127,6 +127,30 @@ class AdminSettings(Strict):
     password: str | None = None
 
 
+class AuthSettings(Strict):
+    """Accounts and sign-in (rag/state): web sessions, trusted proxies, single sign-on, the state database."""
+
+    session_ttl_s: int = Field(28800, ge=60, le=365 * 86400)      # a web session ends after this long idle
+    session_max_s: int = Field(604800, ge=60, le=3650 * 86400)    # ... and this long after sign-in, whatever happens
+    trusted_proxies: CsvList = Field(default_factory=list)        # addresses/CIDRs whose X-Forwarded-For (and SSO
+                                                                  # header) are believed
+    sso_header: str = ""                    # e.g. X-Forwarded-User; empty: single sign-on off
+    sso_role: Literal["admin", "editor", "reader"] = "reader"     # the role of a user first seen through SSO
+    database_url_env: str = "HYBRID_RAG_DATABASE_URL"             # the variable that holds a database URL
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v):
+        import ipaddress
+
+        for item in v:
+            try:
+                ipaddress.ip_network(str(item).strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network (e.g. 10.0.0.1 or 10.0.0.0/8)") from None
+        return [str(item).strip() for item in v]
+
+
 class OfflineLLMSettings(Strict):
     """The embedded SmolLM2 chat model (llama.cpp)."""
 
@@ -208,6 +232,7 @@ class Settings(Strict):
     store: StoreSettings = StoreSettings()
     limits: LimitSettings = LimitSettings()
     admin: AdminSettings = AdminSettings()
+    auth: AuthSettings = AuthSettings()
     offline_llm: OfflineLLMSettings = OfflineLLMSettings()
     api: ApiSettings = ApiSettings()
     jobs: JobSettings = JobSettings()
@@ -356,4 +381,4 @@ def load_settings(path: str | Path | None = None, data_dir: str | Path | None = 
 
 __all__ = ["Settings", "load_settings", "ConfigError", "CONFIG_DIR", "SOURCE_ROOT", "read_yaml", "merge",
            "EmbedderSettings", "ChunkingSettings", "RetrievalSettings", "DenseSettings", "SparseSettings", "LimitSettings",
-           "StoreSettings", "MilvusSettings", "VerifySettings", "RerankSettings", "EvaluationSettings"]
+           "StoreSettings", "MilvusSettings", "AuthSettings", "AdminSettings", "VerifySettings", "RerankSettings", "EvaluationSettings"]

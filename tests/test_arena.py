@@ -25,7 +25,7 @@ def _v(models, outcome, i=0):
 def test_votes_persist_in_sqlite_in_the_data_dir(data_dir):
     arena = Arena.for_data_dir(data_dir)
     vid = arena.record_vote(["m1", "m2"], "A", blind=True, question="q?", collection="c", meta={"k": 3})
-    assert (data_dir / "arena.sqlite").is_file()
+    assert (data_dir / "state.sqlite").is_file()   # the state database (rag.state), no arena.sqlite any more
     again = Arena.for_data_dir(data_dir)  # a new process sees the same votes
     [v] = again.votes()
     assert (v.id, v.models, v.outcome, v.blind, v.question, v.collection, v.meta) == \

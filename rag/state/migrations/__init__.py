@@ -1,0 +1,1 @@
+"""Alembic migrations of the state database, shipped inside the package (``rag.state.db`` runs them)."""
