@@ -132,10 +132,12 @@ def create_app(settings, *, backend=None, ui: bool = True, server_name: str = "1
         import gradio as gr
 
         from ui.app import build_app
+        from ui.signin import install
 
         demo, launch_kwargs = build_app(settings, backend=backend)
+        auth_dependency = install(app, settings, backend)  # /login, /logout, GET / -> /login when signed out
         app = gr.mount_gradio_app(app, demo, path="/", server_name=server_name, server_port=server_port,
-                                   **launch_kwargs)
+                                   auth_dependency=auth_dependency, **launch_kwargs)
     return app
 
 

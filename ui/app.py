@@ -1,7 +1,10 @@
-"""The Gradio Blocks app: Chat, Documents and Compare tabs over one :class:`ui.backend.Backend`.
+"""The Gradio Blocks app: Chat, Documents, Compare, Evaluate and Admin tabs over one :class:`ui.backend.Backend`.
 
-``build_app(settings)`` returns ``(blocks, launch_kwargs)``; ``ui.serve`` launches it. Theme and CSS
-use system fonts only, so the page loads with no network.
+``build_app(settings)`` returns ``(blocks, launch_kwargs)``; ``api.app.create_app`` mounts it behind the sign-in
+(:mod:`ui.signin`). The app is built once for everybody and holds no collection names: the page's load event
+fills each collection list with what the signed-in user may read, shows who is signed in (with a Sign out
+button), and hides the Admin tab from users who are not admins. Theme and CSS use system fonts only, so the page
+loads with no network.
 """
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no teleme
 
 import gradio as gr  # noqa: E402
 
-from . import chat, compare, documents, evaluate  # noqa: E402
+from . import admin, chat, compare, documents, evaluate  # noqa: E402
 from .backend import STARTER_COLLECTION, Backend  # noqa: E402
+from .session import readable_names, user_of  # noqa: E402
 
 CSS = """
 .gradio-container {max-width: 1400px !important; margin: 0 auto;}
@@ -61,8 +65,14 @@ CSS = """
 .hr-bar {align-items: flex-end !important;}
 .hr-bar > button {align-self: flex-end; margin-bottom: 2px;}
 #chat-stop, #cmp-stop, #delete-doc, #delete-collection {color: #b42318 !important; border-color: #f1a7a7 !important;}
+#hr-header {align-items: center;}
+#hr-user {text-align: right; font-size: .9em; color: var(--body-text-color-subdued);}
+#hr-signout {max-width: 8rem;}
 footer {display: none !important;}
 """
+
+SIGN_OUT_JS = """() => { fetch('logout', {method: 'POST', credentials: 'same-origin'})
+  .finally(() => { window.location.href = 'login?signed_out=1'; }); }"""
 
 
 def theme():
@@ -86,13 +96,31 @@ def quiet_queue(demo) -> None:
         q.progress_update_sleep_when_free = PROGRESS_POLL_S
 
 
+def _chain(ev, step):
+    """``ev.then(fn, inputs, outputs)`` for a tab's load step: (fn, outputs) or (fn, inputs, outputs)."""
+    fn, *io = step
+    inputs, outputs = (None, io[0]) if len(io) == 1 else io
+    return ev.then(fn, inputs, outputs, api_visibility="private")
+
+
+def user_line(user) -> str:
+    from .render import esc
+
+    return f"Signed in as <b>{esc(user.name)}</b> ({esc(user.role)})"
+
+
 def build_app(settings, *, backend: Backend | None = None):
     """The Blocks app and the keyword arguments ``launch()`` needs (theme, CSS, limits, blocked paths)."""
     backend = backend or Backend(settings)
     with gr.Blocks(title="hybrid-rag", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
-        gr.Markdown("# hybrid-rag\nAsk questions about your documents; every answer cites the passages it "
-                    "was given. Hybrid retrieval (FAISS + BM25), routed to NVIDIA NIM endpoints or the embedded "
-                    "offline model.", elem_id="hr-title")
+        with gr.Row(equal_height=False, elem_id="hr-header"):
+            gr.Markdown("# hybrid-rag\nAsk questions about your documents; every answer cites the passages it "
+                        "was given. Hybrid retrieval (FAISS + BM25), routed to NVIDIA NIM endpoints or the embedded "
+                        "offline model.", elem_id="hr-title")
+            with gr.Column(scale=0, min_width=220):
+                who = gr.HTML("", elem_id="hr-user", js_on_load=None)
+                signout = gr.Button("Sign out", size="sm", elem_id="hr-signout")
+        signout.click(None, None, None, js=SIGN_OUT_JS)
         with gr.Tabs(elem_id="hr-tabs"):
             with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
                 chat_parts = chat.build(backend)
@@ -102,24 +130,34 @@ def build_app(settings, *, backend: Backend | None = None):
                 cmp_parts = compare.build(backend)
             with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate"):
                 eval_parts = evaluate.build(backend)
+            with gr.Tab("Admin", id="admin", elem_id="tab-admin", visible=False) as admin_tab:
+                admin_parts = admin.build(backend)
 
         others = [chat_parts["collection"], cmp_parts["collection"], eval_parts["collection"]]
+        all_dd = [*others, doc_parts["collection"]]
 
-        def sync(*current):
-            names = backend.collection_names()
+        def sync(request: gr.Request, *current):
+            """Each collection list: what this user may read now (nothing when the session is gone)."""
+            try:
+                names = readable_names(backend, user_of(backend, request))
+            except Exception:  # signed out meanwhile: the next request goes to the sign-in page
+                names = []
             return [gr.update(choices=names, value=v if v in names else backend.default_collection(names))
                     for v in current]
 
         for ev in doc_parts["changed"]:
-            ev.then(sync, others, others)
+            ev.then(sync, others, others, api_visibility="private")
 
-        # a page load sees the collections and votes as they are now, not as they were at start-up
-        docs_fn, docs_outputs = doc_parts["docs_views"]
-        lb_fn, lb_outputs = cmp_parts["leaderboard"]
-        all_dd = [*others, doc_parts["collection"]]
+        # a page load sees the user's collections and the votes as they are now, not as they were at start-up
+        def on_load(request: gr.Request, *current):
+            try:
+                user = user_of(backend, request)
+            except Exception as e:
+                from rag.errors import user_message
 
-        def on_load(*current):
-            return sync(*current)
+                return [user_message(e, "Checking the session"), gr.update(visible=False),
+                        *[gr.update(choices=[], value=None) for _ in current]]
+            return [user_line(user), gr.update(visible=user.is_admin), *sync(request, *current)]
 
         def models_now(route, picks):
             """The model lists as they are now: a local NIM found by GET /v1/models adds its models."""
@@ -129,9 +167,26 @@ def build_app(settings, *, backend: Backend | None = None):
             return (gr.update(choices=routes, value=route if route in {v for _, v in routes} else "route:auto"),
                     gr.update(choices=choices, value=[p for p in picks or [] if p in keys]))
 
+        admin_fn, admin_outputs = admin_parts["load"]
+
+        def admin_load(request: gr.Request):
+            try:
+                if not user_of(backend, request).is_admin:
+                    return [gr.skip()] * len(admin_outputs)
+            except Exception:
+                return [gr.skip()] * len(admin_outputs)
+            return admin_fn(request)
+
+        docs_fn, docs_outputs = doc_parts["docs_views"]
         model_dd = [chat_parts["route"], cmp_parts["models"]]
-        demo.load(on_load, all_dd, all_dd).then(docs_fn, doc_parts["collection"], docs_outputs).then(
-            lb_fn, None, lb_outputs).then(models_now, model_dd, model_dd)
+        ev = demo.load(on_load, all_dd, [who, admin_tab, *all_dd], api_visibility="private")
+        ev = ev.then(docs_fn, doc_parts["collection"], docs_outputs, api_visibility="private")
+        ev = _chain(ev, doc_parts["whoami"])
+        ev = ev.then(admin_load, None, admin_outputs, api_visibility="private")
+        for parts in (chat_parts, cmp_parts, eval_parts):  # the tabs' own load steps (conversation list, leaderboard, ...)
+            for step in ([parts["leaderboard"]] if "leaderboard" in parts else []) + list(parts.get("on_load", [])):
+                ev = _chain(ev, step)
+        ev.then(models_now, model_dd, model_dd, api_visibility="private")
     demo.queue(default_concurrency_limit=2, max_size=64)
     quiet_queue(demo)
     launch_kwargs = {

@@ -7,8 +7,12 @@ goes (queued, loading, embedding, committed...), and the document list refreshes
 are committed (they are searchable from then on, while bigger ones still embed). If the page goes away the job
 keeps running; "Cancel upload" stops the collection's jobs at their next step: files already committed stay.
 
-Reading is open to everyone. Every change calls :func:`ui.auth.require_admin` on the server with the
-credentials typed in this tab, for each action; without them the action is refused and nothing changes.
+Every handler takes the Gradio request, finds the signed-in user (:func:`ui.session.user_of`) and checks the
+user's rights on the server (:mod:`ui.auth`, :class:`rag.state.State`) for each action: the collection list
+holds only the collections the user may read; document lists and chunk previews need read rights; uploads,
+document deletes and cancels need edit rights (owner, editor or admin); creating a collection needs the editor
+or admin role (the creator becomes its owner); deleting one needs its owner or an admin. Changes, and refused
+attempts at them, go to the audit log.
 """
 from __future__ import annotations
 
@@ -21,14 +25,9 @@ import gradio as gr
 
 from rag.errors import InvalidInput, user_message
 
-from .auth import (
-    AdminDenied,
-    admin_configured,
-    client_of,
-    not_configured_message,
-    require_admin,
-)
+from . import auth
 from .render import message_html
+from .session import readable_names, user_of
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +110,6 @@ def chunk_rows(chunks) -> list[list]:
     return [[i, c.page or "", c.heading or "", c.text] for i, c in enumerate(chunks, 1)]
 
 
-def collection_summary(backend, name: str | None) -> str:
-    if not name:
-        return message_html("No collection selected. An admin can create one below.", "info")
-    for c in backend.collections():
-        if c["name"] == name:
-            return message_html(f"{name}: {c['documents']} documents, {c['chunks']} chunks, "
-                                f"embedder {c['embedder']}, updated {_when(c['updated'])}."
-                                + _jobs_note(backend, name), "info")
-    return message_html(f"Collection {name!r} not found." + _jobs_note(backend, name), "warn")
-
-
 def _active_jobs(backend, name: str | None) -> list:
     if not name:
         return []
@@ -161,87 +149,139 @@ def doc_choices(docs: list[dict]) -> list[tuple[str, str]]:
             for d in docs]
 
 
-def _doc_views(backend, name):
+def collection_summary(backend, name: str | None, user=None) -> str:
+    if not name:
+        return message_html("No collection selected." + (" Create one below." if user is not None and
+                                                         user.role in auth.CREATORS else ""), "info")
+    note = ""
+    if user is not None:
+        note = " You: " + auth.rights_note(backend.state, user, name) + "."
+    for c in backend.collections():
+        if c["name"] == name:
+            return message_html(f"{name}: {c['documents']} documents, {c['chunks']} chunks, "
+                                f"embedder {c['embedder']}, updated {_when(c['updated'])}." + note
+                                + _jobs_note(backend, name), "info")
+    return message_html(f"Collection {name!r} not found." + _jobs_note(backend, name), "warn")
+
+
+def _readable(backend, user, name: str | None) -> bool:
+    return bool(name) and backend.state.can_read(user, name)
+
+
+def _doc_views(backend, user, name):
+    """(document rows, document dropdown, summary) of ``name`` as ``user`` may see it: nothing when they may not
+    read it."""
+    if name and not _readable(backend, user, name):
+        return ([], gr.update(choices=[], value=None),
+                message_html(f"You may not read {name!r}: ask its owner or an admin for access.", "warn"))
     docs = _docs(backend, name)
     choices = doc_choices(docs)
     return (document_rows(docs), gr.update(choices=choices, value=choices[0][1] if choices else None),
-            collection_summary(backend, name))
+            collection_summary(backend, name, user))
 
 
-def _names_update(backend, value=None):
-    names = backend.collection_names()
+def _names_update(backend, user, value=None):
+    names = readable_names(backend, user)
     if value not in names:
         value = names[0] if names else None
     return gr.update(choices=names, value=value)
 
 
 # ------------------------------------------------------------------------------------------------
-# handlers (each admin one checks credentials first)
+# handlers: each finds the signed-in user and checks the right for its action on the server
 # ------------------------------------------------------------------------------------------------
 
-def check_signin(backend, user, password, client=None) -> str:
+def whoami(backend, request) -> str:
+    """The line at the top of the tab: who is signed in and what their role lets them do here."""
     try:
-        require_admin(user, password, backend.settings, action="sign in", client=client)
-    except AdminDenied as e:
-        return message_html(str(e), "error")
-    return message_html(f"Signed in as {user}. Every change is checked against these credentials again.", "ok")
+        user = user_of(backend, request)
+    except Exception as e:
+        return message_html(user_message(e, "Checking the session"), "error")
+    can = {"admin": "you may change every collection and manage users (Admin tab)",
+           "editor": "you may create collections and change the ones you own or edit",
+           "reader": "you may browse the collections you were given; changes need an editor or admin"}
+    return message_html(f"Signed in as {user.name} ({user.role}): {can.get(user.role, '')}.", "info")
 
 
-def create_collection(backend, user, password, name, client=None):
+def views(backend, request, name):
+    """(document rows, document dropdown, summary) for the selected collection, with read rights checked."""
+    try:
+        user = user_of(backend, request)
+    except Exception as e:
+        return [], gr.update(choices=[], value=None), message_html(user_message(e, "Listing documents"), "error")
+    return _doc_views(backend, user, name)
+
+
+def create_collection(backend, request, name):
     name = (name or "").strip()
+    user = None
     try:
-        require_admin(user, password, backend.settings, action="create a collection", client=client)
+        user = user_of(backend, request)
+        backend.state.require_create(user)
         if not name:
             raise InvalidInput("Type a name for the new collection first.")
         backend.create_collection(name)
+        backend.state.set_owner(name, user)
     except Exception as e:
+        if user is not None and name:
+            auth.audit(backend, user, "collection.create", collection=name[:64], result=auth.outcome(e), detail=str(e))
         return message_html(user_message(e, "Creating the collection"), "error"), *(gr.skip(),) * 5
-    rows, docs_dd, summary = _doc_views(backend, name)
-    return (message_html(f"Created collection {name!r}. Upload files into it below.", "ok"),
-            _names_update(backend, name), rows, docs_dd, summary, "")
+    auth.audit(backend, user, "collection.create", collection=name)
+    rows, docs_dd, summary = _doc_views(backend, user, name)
+    return (message_html(f"Created collection {name!r}; you own it. Upload files into it below.", "ok"),
+            _names_update(backend, user, name), rows, docs_dd, summary, "")
 
 
-def delete_collection(backend, user, password, name, confirmed, client=None):
+def delete_collection(backend, request, name, confirmed):
+    user = None
     try:
-        require_admin(user, password, backend.settings, action="delete a collection", client=client)
+        user = user_of(backend, request)
         if not name:
             raise InvalidInput("Select a collection to delete.")
+        backend.state.require_delete_collection(user, name)
         if not confirmed:
             raise InvalidInput(f"Tick 'Yes, delete it' to confirm deleting {name!r} and all its documents.")
         backend.delete_collection(name)
+        backend.state.forget_collection(name)
     except Exception as e:
+        if user is not None and name and not isinstance(e, InvalidInput):
+            auth.audit(backend, user, "collection.delete", collection=name, result=auth.outcome(e), detail=str(e))
         msg = user_message(e, "Deleting the collection") + _busy_hint(backend, name, e)
         return message_html(msg, "error"), *(gr.skip(),) * 5
-    upd = _names_update(backend, None)
-    rows, docs_dd, summary = _doc_views(backend, upd["value"])
+    auth.audit(backend, user, "collection.delete", collection=name)
+    upd = _names_update(backend, user, None)
+    rows, docs_dd, summary = _doc_views(backend, user, upd["value"])
     return message_html(f"Deleted collection {name!r}.", "ok"), upd, rows, docs_dd, summary, False
 
 
-def upload(backend, files, user, password, name, progress=gr.Progress(), client=None):
+def upload(backend, request, files, name, progress=gr.Progress()):
     """Ingest the uploaded files as a background job and follow it to the end.
 
     Returns (message, results, docs, doc dropdown, summary, files): the last outputs of :func:`upload_live`.
     """
     out = None
-    for out in upload_live(backend, files, user, password, name, progress=progress, client=client):
+    for out in upload_live(backend, request, files, name, progress=progress):
         pass
     return out
 
 
-def upload_live(backend, files, user, password, name, progress=gr.Progress(), client=None):
+def upload_live(backend, request, files, name, progress=gr.Progress()):
     """:func:`upload` as the tab runs it: yields (message, results, docs, doc dropdown, summary, files) while the
     job runs (each file's state in the results table; the document list after each commit), then the outcome.
     If the page goes away, the job goes on."""
     skip6 = (gr.skip(),) * 5
     files = [f for f in (files or []) if f]
-    try:
-        require_admin(user, password, backend.settings, action="upload files", client=client)
-    except AdminDenied as e:
-        yield (message_html(str(e), "error"), *skip6)
-        return
     lim = backend.settings.limits
-    if not name:
-        yield (message_html("Select or create a collection first.", "error"), *skip6)
+    user = None
+    try:
+        user = user_of(backend, request)
+        if not name:
+            raise InvalidInput("Select or create a collection first.")
+        backend.state.require_edit(user, name)
+    except Exception as e:
+        if user is not None and name:
+            auth.audit(backend, user, "document.upload", collection=name, result=auth.outcome(e), detail=str(e))
+        yield (message_html(user_message(e, "The upload"), "error"), *skip6)
         return
     if not files:
         yield (message_html("Choose one or more files first (a .zip counts as one file).", "error"), *skip6)
@@ -260,14 +300,20 @@ def upload_live(backend, files, user, password, name, progress=gr.Progress(), cl
                 continue
             shown = job.file_states
             now = sum(s.state == "committed" for s in shown)
-            views = _doc_views(backend, name) if now != committed else (gr.skip(),) * 3
+            views_now = _doc_views(backend, user, name) if now != committed else (gr.skip(),) * 3
             committed = now
-            yield (message_html(_live_message(job), "info"), state_rows(shown), *views, gr.skip())
+            yield (message_html(_live_message(job), "info"), state_rows(shown), *views_now, gr.skip())
     except Exception as e:
+        auth.audit(backend, user, "document.upload", collection=name, result="failed", detail=str(e))
         msg = f"The upload failed and nothing was changed: {user_message(e, 'The upload')}"
         yield (message_html(msg, "error"), *skip6)
         return
-    yield _upload_outcome(backend, name, job)
+    names = ", ".join(job.files)
+    ok = sum(s.state == "committed" for s in job.file_states)
+    auth.audit(backend, user, "document.upload", collection=name, document=names[:500],
+               result={"done": "ok", "cancelled": "cancelled"}.get(job.state, "failed"),
+               detail=f"job {job.id}: {ok} of {len(job.files)} files added" + (f"; {job.error}" if job.error else ""))
+    yield _upload_outcome(backend, user, name, job)
 
 
 def _live_message(job) -> str:
@@ -313,7 +359,7 @@ def _follow(jobs, job_id: str, progress, poll_s: float = POLL_S):
             progress(min(max(float(job.progress), 0.0), 1.0), desc=(job.message or "Starting…")[:120])
 
 
-def _upload_outcome(backend, name: str, job):
+def _upload_outcome(backend, user, name: str, job):
     """The upload handler's outputs for a finished job."""
     states = job.file_states
     kept = sum(s.state == "committed" for s in states)
@@ -322,11 +368,11 @@ def _upload_outcome(backend, name: str, job):
         if not kept:
             msg = f"The upload failed and nothing was changed: {job.error}"
             return (message_html(msg, "error"), *(gr.skip(),) * 5)
-        rows, docs_dd, summary = _doc_views(backend, name)
+        rows, docs_dd, summary = _doc_views(backend, user, name)
         msg = (f"The upload failed after {kept} file{'s' if kept != 1 else ''} had been added (they stay): "
                f"{job.error}")
         return message_html(msg, "error"), table, rows, docs_dd, summary, gr.skip()
-    rows, docs_dd, summary = _doc_views(backend, name)
+    rows, docs_dd, summary = _doc_views(backend, user, name)
     if job.state == "cancelled":
         where = f" It was at: {job.message}." if job.message else " It had not started."
         what = ("the collection keeps its earlier documents." if not kept else
@@ -344,12 +390,14 @@ def _upload_outcome(backend, name: str, job):
     return message_html(msg, kind), result_rows(results), rows, docs_dd, summary, None
 
 
-def cancel_uploads(backend, user, password, name, client=None) -> str:
-    """Cancel every queued or running upload job of collection ``name`` (admin only)."""
+def cancel_uploads(backend, request, name) -> str:
+    """Cancel every queued or running upload job of collection ``name`` (its owner, editors and admins)."""
+    user = None
     try:
-        require_admin(user, password, backend.settings, action="cancel an upload", client=client)
+        user = user_of(backend, request)
         if not name:
             raise InvalidInput("Select the collection whose upload should stop first.")
+        backend.state.require_edit(user, name)
         jobs = backend.jobs
         n = 0
         for job in jobs.list(collection=name, active=True):
@@ -359,9 +407,12 @@ def cancel_uploads(backend, user, password, name, client=None) -> str:
                 continue
             n += job.state in ("queued", "running", "cancelled")
     except Exception as e:
+        if user is not None and name and not isinstance(e, InvalidInput):
+            auth.audit(backend, user, "upload.cancel", collection=name, result=auth.outcome(e), detail=str(e))
         return message_html(user_message(e, "Cancelling the upload"), "error")
     if not n:
         return message_html(f"No upload into {name!r} is running or waiting: nothing to cancel.", "info")
+    auth.audit(backend, user, "upload.cancel", collection=name, detail=f"{n} upload(s)")
     return message_html(f"Cancelled {n} upload{'s' if n != 1 else ''} into {name!r}: a running one stops at its "
                         "next step; the files it has already added stay, the rest are not added.", "ok")
 
@@ -376,25 +427,35 @@ def _busy_hint(backend, name, e: Exception) -> str:
     return ""
 
 
-def delete_document(backend, user, password, name, doc_id, client=None):
+def delete_document(backend, request, name, doc_id):
+    user = None
     try:
-        require_admin(user, password, backend.settings, action="delete a document", client=client)
+        user = user_of(backend, request)
         if not name or not doc_id:
             raise InvalidInput("Select a collection and a document first.")
+        backend.state.require_edit(user, name)
         n = backend.remove_documents(name, [doc_id])
         if not n:
             raise InvalidInput(f"{doc_id!r} is not in {name!r} (already deleted?).")
     except Exception as e:
+        if user is not None and name and doc_id:
+            auth.audit(backend, user, "document.delete", collection=name, document=str(doc_id)[:500],
+                       result=auth.outcome(e), detail=str(e))
         msg = user_message(e, "Deleting the document") + _busy_hint(backend, name, e)
         return message_html(msg, "error"), *(gr.skip(),) * 4
-    rows, docs_dd, summary = _doc_views(backend, name)
+    auth.audit(backend, user, "document.delete", collection=name, document=doc_id)
+    rows, docs_dd, summary = _doc_views(backend, user, name)
     return message_html(f"Deleted {doc_id!r} from {name!r}.", "ok"), rows, docs_dd, summary, []
 
 
-def preview(backend, name, doc_id):
+def preview(backend, request, name, doc_id):
+    """The document's chunks, when the user may read the collection; else nothing."""
     if not name or not doc_id:
         return []
     try:
+        user = user_of(backend, request)
+        if not backend.state.can_read(user, name):
+            return []
         return chunk_rows(backend.open(name).document_chunks(doc_id, limit=PREVIEW_LIMIT))
     except Exception as e:
         log.warning("preview failed: %s", e)
@@ -406,33 +467,22 @@ def preview(backend, name, doc_id):
 # ------------------------------------------------------------------------------------------------
 
 def build(backend) -> dict:
+    """The tab. It is built once for everybody, with no collection in it: the page's load event fills the
+    collection list with what the signed-in user may read (``load``)."""
     settings = backend.settings
-    names = backend.collection_names()
-    first = names[0] if names else None
-    with gr.Row(equal_height=False, elem_id="admin-row", elem_classes=["hr-bar"]):
-        user = gr.Textbox(settings.admin.username, label="Admin user", scale=1, elem_id="admin-user",
-                          max_length=200)
-        password = gr.Textbox(label="Admin password", type="password", scale=2, elem_id="admin-password",
-                              max_length=1000,
-                              placeholder="needed for every change" if admin_configured(settings)
-                              else "admin is disabled on this server")
-        signin = gr.Button("Check sign-in", scale=1, elem_id="admin-signin")
-    admin_msg = gr.HTML(
-        message_html("Anyone can browse. Creating, uploading and deleting need the admin password.", "info")
-        if admin_configured(settings) else message_html(not_configured_message(settings), "warn"),
-        elem_id="admin-msg", js_on_load=None)
+    me = gr.HTML("", elem_id="docs-whoami", js_on_load=None)
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=300):
             gr.Markdown("### Collections")
-            collection = gr.Dropdown(names, value=first, label="Collection", elem_id="docs-collection")
-            summary = gr.HTML(collection_summary(backend, first), js_on_load=None)
+            collection = gr.Dropdown([], value=None, label="Collection", elem_id="docs-collection")
+            summary = gr.HTML("", js_on_load=None, elem_id="docs-summary")
             with gr.Row(equal_height=False, elem_classes=["hr-bar"]):
                 new_name = gr.Textbox(label="New collection", placeholder="letters, digits, _ - .", scale=2,
                                       elem_id="new-collection", max_length=64)
                 create = gr.Button("Create", scale=1, elem_id="create-collection")
             with gr.Accordion("Delete this collection", open=False):
-                confirm = gr.Checkbox(False, label="Yes, delete it and all its documents")
+                confirm = gr.Checkbox(False, label="Yes, delete it and all its documents", elem_id="confirm-delete")
                 delete_col = gr.Button("Delete collection", variant="stop", elem_id="delete-collection")
         with gr.Column(scale=2, min_width=420):
             gr.Markdown("### Upload")
@@ -447,70 +497,72 @@ def build(backend) -> dict:
                                    wrap=True, elem_id="upload-results", datatype="str",
                                    column_widths=["30%", "18%", "10%", "42%"])
     gr.Markdown("### Documents")
-    docs0 = _docs(backend, first)
-    docs_table = gr.Dataframe(value=document_rows(docs0) or None, headers=DOC_COLUMNS, interactive=False,
+    docs_table = gr.Dataframe(value=None, headers=DOC_COLUMNS, interactive=False,
                               wrap=True, elem_id="docs-table", datatype="str", max_height=360)
     with gr.Row(equal_height=False, elem_classes=["hr-bar"]):
-        choices = doc_choices(docs0)
-        doc = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Document", scale=3,
-                          elem_id="docs-doc")
+        doc = gr.Dropdown([], value=None, label="Document", scale=3, elem_id="docs-doc")
         preview_btn = gr.Button("Preview chunks", scale=1, elem_id="preview")
         delete_doc = gr.Button("Delete document", variant="stop", scale=1, elem_id="delete-doc")
-    chunks = gr.Dataframe(headers=CHUNK_COLUMNS, value=preview(backend, first, choices[0][1]) if choices else None, label="Chunks", interactive=False, wrap=True,
+    chunks = gr.Dataframe(headers=CHUNK_COLUMNS, value=None, label="Chunks", interactive=False, wrap=True,
                           elem_id="chunks-table", datatype="str", max_height=420,
                           column_widths=["6%", "8%", "20%", "66%"])
 
-    # every admin handler takes the caller's address from Gradio's request: it keys the guessing brake
-    def _signin(u, p, request: gr.Request):
-        return check_signin(backend, u, p, client=client_of(request))
+    # every handler takes Gradio's request: the signed-in user, whose rights are checked on the server
+    def _views_and_preview(n, request: gr.Request):
+        rows, dd, summ = views(backend, request, n)
+        return rows, dd, summ, preview(backend, request, n, dd["value"]) or None
 
-    signin.click(_signin, [user, password], admin_msg, api_visibility="private")
-    password.submit(_signin, [user, password], admin_msg, api_visibility="private")
+    def _create(n, request: gr.Request):
+        return create_collection(backend, request, n)
 
-    def _views_and_preview(n):
-        rows, dd, summ = _doc_views(backend, n)
-        return rows, dd, summ, preview(backend, n, dd["value"]) or None
+    def _delete_col(n, c, request: gr.Request):
+        return delete_collection(backend, request, n, c)
 
-    def _create(u, p, n, request: gr.Request):
-        return create_collection(backend, u, p, n, client=client_of(request))
-
-    def _delete_col(u, p, n, c, request: gr.Request):
-        return delete_collection(backend, u, p, n, c, client=client_of(request))
-
-    collection.change(_views_and_preview, collection, [docs_table, doc, summary, chunks])
-    ev_create = create.click(_create, [user, password, new_name],
-                             [action_msg, collection, docs_table, doc, summary, new_name], api_visibility="private")
-    ev_delete = delete_col.click(_delete_col, [user, password, collection, confirm],
+    collection.change(_views_and_preview, collection, [docs_table, doc, summary, chunks], api_visibility="private")
+    ev_create = create.click(_create, [new_name], [action_msg, collection, docs_table, doc, summary, new_name],
+                             api_visibility="private")
+    ev_delete = delete_col.click(_delete_col, [collection, confirm],
                                  [action_msg, collection, docs_table, doc, summary, confirm], api_visibility="private")
 
-    def _upload(f, u, p, n, request: gr.Request, progress=gr.Progress()):
-        yield from upload_live(backend, f, u, p, n, progress=progress, client=client_of(request))
+    def _upload(f, n, request: gr.Request, progress=gr.Progress()):
+        yield from upload_live(backend, request, f, n, progress=progress)
 
-    up = ingest_btn.click(_upload, [files, user, password, collection],
-                          [action_msg, results, docs_table, doc, summary, files], concurrency_limit=1,
-                          concurrency_id="ingest", api_visibility="private")
+    up = ingest_btn.click(_upload, [files, collection], [action_msg, results, docs_table, doc, summary, files],
+                          concurrency_limit=1, concurrency_id="ingest", api_visibility="private")
 
-    def _cancel(u, p, n, request: gr.Request):
-        return cancel_uploads(backend, u, p, n, client=client_of(request))
+    def _cancel(n, request: gr.Request):
+        return cancel_uploads(backend, request, n)
 
     # not in the "ingest" concurrency group: it must run while the upload handler follows its job
-    cancel_btn.click(_cancel, [user, password, collection], action_msg, api_visibility="private")
-    preview_btn.click(lambda n, d: preview(backend, n, d), [collection, doc], chunks)
-    doc.change(lambda n, d: preview(backend, n, d), [collection, doc], chunks)
-    def _delete_doc(u, p, n, d, request: gr.Request):
-        return delete_document(backend, u, p, n, d, client=client_of(request))
+    cancel_btn.click(_cancel, [collection], action_msg, api_visibility="private")
 
-    delete_doc.click(_delete_doc, [user, password, collection, doc],
-                     [action_msg, docs_table, doc, summary, chunks], concurrency_limit=1, concurrency_id="ingest",
-                     api_visibility="private")
+    def _preview(n, d, request: gr.Request):
+        return preview(backend, request, n, d)
 
-    def _pick(evt: gr.SelectData, n):
+    preview_btn.click(_preview, [collection, doc], chunks, api_visibility="private")
+    doc.change(_preview, [collection, doc], chunks, api_visibility="private")
+
+    def _delete_doc(n, d, request: gr.Request):
+        return delete_document(backend, request, n, d)
+
+    delete_doc.click(_delete_doc, [collection, doc], [action_msg, docs_table, doc, summary, chunks],
+                     concurrency_limit=1, concurrency_id="ingest", api_visibility="private")
+
+    def _pick(evt: gr.SelectData, n, request: gr.Request):
         try:
+            user = user_of(backend, request)
+            if not backend.state.can_read(user, n):
+                return gr.skip()
             row = evt.index[0]
             return _docs(backend, n)[row]["doc_id"]
         except Exception:
             return gr.skip()
 
-    docs_table.select(_pick, [collection], doc)
-    return {"collection": collection, "changed": [ev_create, ev_delete, up], "docs_views": (
-        _views_and_preview, [docs_table, doc, summary, chunks])}
+    docs_table.select(_pick, [collection], doc, api_visibility="private")
+
+    def _whoami(request: gr.Request):
+        return whoami(backend, request)
+
+    return {"collection": collection, "changed": [ev_create, ev_delete, up],
+            "docs_views": (_views_and_preview, [docs_table, doc, summary, chunks]),
+            "whoami": (_whoami, [me])}

@@ -1,8 +1,9 @@
 """Evaluate tab: retrieval evaluation on a BEIR-format set, several configurations side by side.
 
-Upload ``queries.jsonl`` + ``qrels.tsv`` to evaluate an existing collection, or add ``corpus.jsonl(.gz)`` to
-ingest the corpus into a new collection first (an admin action, checked with :func:`ui.auth.require_admin`; the
-collection is reused when it already holds exactly that corpus). The run goes on in a background thread
+Upload ``queries.jsonl`` + ``qrels.tsv`` to evaluate a collection the signed-in user may read, or add
+``corpus.jsonl(.gz)`` to ingest the corpus into a new collection first (editors and admins; the creator becomes
+its owner; an existing collection is reused when it already holds exactly that corpus, which needs edit rights on
+it). Saved runs are listed, opened and compared only for collections the user may read. The run goes on in a background thread
 (one evaluation at a time per server); the handler follows it with a progress bar, and if the page goes
 away the run still finishes and is saved. Every run is saved under ``<data_dir>/eval-runs/<id>/``
 (:mod:`rag.evalruns`): a metrics table, nDCG@k and recall@k curves, a per-query drill-down, CSV/JSON exports,
@@ -47,8 +48,9 @@ from rag.evalruns import (
     to_json,
 )
 
-from .auth import AdminDenied, client_of, require_admin
+from . import auth
 from .render import esc, message_html
+from .session import user_of
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class EvalJob:
     message: str = ""
     run_id: str | None = None
     error: str | None = None
+    owner: str | None = None   # the user who started it: only they (or an admin) may stop it
     cancel: threading.Event = field(default_factory=threading.Event)
     finished_event: threading.Event = field(default_factory=threading.Event)
 
@@ -88,8 +91,8 @@ class EvalJobs:
         self._lock = threading.Lock()
         self._one = threading.Semaphore(1)
 
-    def submit(self, work) -> EvalJob:
-        job = EvalJob(uuid.uuid4().hex[:12])
+    def submit(self, work, owner: str | None = None) -> EvalJob:
+        job = EvalJob(uuid.uuid4().hex[:12], owner=owner)
         with self._lock:
             self._jobs[job.id] = job
             for old in [j for j in self._jobs.values() if j.finished][:-_KEEP_JOBS]:
@@ -113,10 +116,11 @@ class EvalJobs:
     def get(self, job_id: str) -> EvalJob:
         return self._jobs[job_id]
 
-    def cancel_all(self) -> int:
+    def cancel_all(self, owner: str | None = None) -> int:
+        """Stop the unfinished runs (only ``owner``'s when given)."""
         n = 0
         for j in list(self._jobs.values()):
-            if not j.finished:
+            if not j.finished and (owner is None or j.owner == owner):
                 j.cancel.set()
                 n += 1
         return n
@@ -250,12 +254,20 @@ def export_files(result, run_id: str) -> list[str]:
     return [str(csv_path), str(json_path)]
 
 
-def run_views(backend, run_id: str | None):
+def _load_readable(backend, request, run_id: str):
+    """The saved run, if the signed-in user may read its collection (else :class:`rag.state.AccessDenied`)."""
+    user = user_of(backend, request)
+    result = load(backend.settings.data_dir, run_id)
+    backend.state.require_read(user, result.info.get("collection") or "")
+    return result
+
+
+def run_views(backend, request, run_id: str | None):
     """(message, table, nDCG plot, recall plot, query dropdown, run id, exports, config dropdown) of a saved run."""
     if not run_id:
         return (message_html("Pick a saved run first.", "error"), *(gr.skip(),) * 7)
     try:
-        result = load(backend.settings.data_dir, run_id)
+        result = _load_readable(backend, request, run_id)
         files = export_files(result, run_id)
     except Exception as e:
         return (message_html(user_message(e, "Opening the run"), "error"), *(gr.skip(),) * 7)
@@ -272,12 +284,12 @@ def run_views(backend, run_id: str | None):
             gr.update(choices=result.names, value=result.names[0] if result.names else None))
 
 
-def drill(backend, run_id, qid):
+def drill(backend, request, run_id, qid):
     """(HTML: the query and each configuration's nDCG@10 for it; rows: judged documents, grades, ranks)."""
     if not run_id or not qid:
         return "", None
     try:
-        result = load(backend.settings.data_dir, run_id)
+        result = _load_readable(backend, request, run_id)
         if qid not in result.queries:
             raise InvalidInput(f"Query {qid!r} is not in this run.")
     except Exception as e:
@@ -295,13 +307,12 @@ def drill(backend, run_id, qid):
     return html, pd.DataFrame(rows, columns=["Document", "Grade", *result.names])
 
 
-def compare_runs(backend, a_id, b_id, config):
+def compare_runs(backend, request, a_id, b_id, config):
     """(HTML summary, rows worst first, CSV path) of configuration ``config`` in run B against run A."""
     if not a_id or not b_id or not config:
         return message_html("Pick a baseline run, another run and a configuration.", "error"), None, None
     try:
-        data_dir = backend.settings.data_dir
-        a, b = load(data_dir, a_id), load(data_dir, b_id)
+        a, b = _load_readable(backend, request, a_id), _load_readable(backend, request, b_id)
         rows = compare(a, b, config)
     except Exception as e:
         return message_html(user_message(e, "The comparison"), "error"), None, None
@@ -317,12 +328,15 @@ def compare_runs(backend, a_id, b_id, config):
     return message_html(msg, kind), table, str(path)
 
 
-def saved_choices(backend) -> list[tuple[str, str]]:
+def saved_choices(backend, user) -> list[tuple[str, str]]:
+    """The saved runs on collections ``user`` may read, newest first."""
     try:
-        return [(label(e), e["id"]) for e in list_saved(backend.settings.data_dir)]
+        entries = list_saved(backend.settings.data_dir)
     except OSError as e:
         log.warning("cannot list saved evaluation runs: %s", e)
         return []
+    ok = set(backend.state.readable(user, sorted({e["collection"] for e in entries})))
+    return [(label(e), e["id"]) for e in entries if e["collection"] in ok]
 
 
 # -- running ------------------------------------------------------------------------------------------------------
@@ -330,12 +344,13 @@ def saved_choices(backend) -> list[tuple[str, str]]:
 N_OUT = 11  # message, table, 2 plots, query, run id, exports, config, saved, compare A, compare B
 
 
-def run_live(backend, files, collection, new_name, user, password, presets, extra, limit,
-             progress=gr.Progress(), client=None):
+def run_live(backend, request, files, collection, new_name, presets, extra, limit, progress=gr.Progress()):
     """Validate, start the evaluation in the background, follow it; yields the tab's outputs (``N_OUT``)."""
     skip = (gr.skip(),) * (N_OUT - 1)
     settings = backend.settings
+    user, creating = None, False
     try:
+        user = user_of(backend, request)
         configs = _configs(presets, extra)
         reranker = reranker_for(configs, settings)   # -rerank without a rerank endpoint is refused, saying what to set
         n_limit = _limit(limit)
@@ -345,16 +360,26 @@ def run_live(backend, files, collection, new_name, user, password, presets, extr
         if len(queries) > MAX_QUERIES:
             raise InvalidInput(f"{len(queries)} judged queries: at most {MAX_QUERIES} per run; set 'Queries to run'.")
         if set_files.corpus is not None:
-            require_admin(user, password, settings, action="ingest a corpus for evaluation", client=client)
             from rag.store import validate_name
 
             collection = validate_name((new_name or "").strip())
+            if collection in backend.collection_names():   # reused when it holds this corpus: that is a change
+                backend.state.require_edit(user, collection)
+            else:
+                backend.state.require_create(user)
+                creating = True
         elif not collection:
             raise InvalidInput("Pick the collection to evaluate, or upload corpus.jsonl too to ingest one.")
         elif collection not in backend.collection_names():
             raise InvalidInput(f"No collection named {collection!r}: pick one from the list.")
-    except AdminDenied as e:
-        yield (message_html(f"{e} Without a corpus no admin rights are needed.", "error"), *skip)
+        else:
+            backend.state.require_read(user, collection)
+    except PermissionError as e:
+        if user is not None and set_files_given(files):
+            auth.audit(backend, user, "eval.ingest", collection=str(collection or new_name or "")[:64] or None,
+                       result="denied", detail=str(e))
+        yield (message_html(f"{user_message(e, 'The evaluation')} Without a corpus, evaluating a collection you may "
+                            "read needs no other right.", "error"), *skip)
         return
     except Exception as e:
         yield (message_html(user_message(e, "The evaluation"), "error"), *skip)
@@ -373,8 +398,14 @@ def run_live(backend, files, collection, new_name, user, password, presets, extr
                 def ingest_progress(frac, msg):
                     job.progress, job.message = share * frac, f"ingesting into {collection}: {msg}"
 
-                how = ensure_collection(collection, set_files.corpus, settings=settings, embedder=backend.embedder,
-                                        progress=ingest_progress, cancelled=job.cancel.is_set)
+                try:
+                    how = ensure_collection(collection, set_files.corpus, settings=settings,
+                                            embedder=backend.embedder, progress=ingest_progress,
+                                            cancelled=job.cancel.is_set)
+                finally:
+                    if creating and collection in backend.collection_names():
+                        backend.state.set_owner(collection, user)
+                auth.audit(backend, user, "eval.ingest", collection=collection, detail=f"corpus {how}")
                 job.message = f"collection {collection} {how}"
             total = len(configs) * len(queries)
             done = {"n": 0}
@@ -392,21 +423,35 @@ def run_live(backend, files, collection, new_name, user, password, presets, extr
         finally:
             shutil.rmtree(staged, ignore_errors=True)
 
-    job = JOBS.submit(work)
+    job = JOBS.submit(work, owner=user.name)
     progress(0.0, desc="Queued…")
     follow(job, progress)
     if job.state != "done":
         kind = "warn" if job.state == "cancelled" else "error"
         yield (message_html(job.error or "The evaluation did not finish.", kind), *skip)
         return
-    views = run_views(backend, job.run_id)
-    saved = saved_choices(backend)
+    views = run_views(backend, request, job.run_id)
+    saved = saved_choices(backend, user)
     yield (*views, gr.update(choices=saved, value=job.run_id), gr.update(choices=saved),
            gr.update(choices=saved, value=job.run_id))
 
 
-def stop_runs() -> str:
-    n = JOBS.cancel_all()
+def set_files_given(files) -> bool:
+    """Whether the upload holds a corpus (the evaluation would ingest it)."""
+    return any(_role(Path(f if isinstance(f, (str, Path)) else getattr(f, "name", "")).name) == "corpus"
+               for f in files or [] if f)
+
+
+def stop_runs(backend=None, request=None) -> str:
+    """Stop the signed-in user's evaluations (an admin's: everybody's)."""
+    owner = None
+    if backend is not None:
+        try:
+            user = user_of(backend, request)
+        except Exception as e:
+            return message_html(user_message(e, "Stopping"), "error")
+        owner = None if user.is_admin else user.name
+    n = JOBS.cancel_all(owner)
     if not n:
         return message_html("No evaluation is running.", "info")
     return message_html(f"Stopping {n} evaluation{'s' if n != 1 else ''} at the next query; nothing of it is saved.",
@@ -416,11 +461,12 @@ def stop_runs() -> str:
 # -- layout ---------------------------------------------------------------------------------------------------------
 
 def build(backend) -> dict:
+    """The tab, built with no collection or saved run in it: the page's load event fills both with what the
+    signed-in user may read (``on_load``)."""
     settings = backend.settings
-    names = backend.collection_names()
-    saved = saved_choices(backend)
     gr.Markdown("Evaluate retrieval on a BEIR-format set: upload `queries.jsonl` and `qrels.tsv` to evaluate a "
-                "collection, or add `corpus.jsonl(.gz)` to ingest it into a new collection first (admin). Metrics "
+                "collection, or add `corpus.jsonl(.gz)` to ingest it into a new collection first (editors and "
+                "admins). Metrics "
                 "as trec_eval computes them; see docs/evaluation.md.", elem_classes=["hr-hint"])
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=420):
@@ -428,17 +474,12 @@ def build(backend) -> dict:
                             label="BEIR files: queries.jsonl, qrels.tsv, optional corpus.jsonl(.gz)",
                             elem_id="eval-files", height=140)
             with gr.Row(equal_height=False):
-                collection = gr.Dropdown(names, value=backend.default_collection(names), label="Collection to evaluate",
+                collection = gr.Dropdown([], value=None, label="Collection to evaluate",
                                          elem_id="eval-collection", scale=2)
                 limit = gr.Number(0, label="Queries to run (0: all)", precision=0, minimum=0, elem_id="eval-limit",
                                   scale=1)
-            with gr.Accordion("With a corpus: ingest into a new collection (admin)", open=False):
+            with gr.Accordion("With a corpus: ingest into a new collection (editors and admins)", open=False):
                 new_name = gr.Textbox("beir-eval", label="New collection", max_length=64, elem_id="eval-new-name")
-                with gr.Row(equal_height=False):
-                    user = gr.Textbox(settings.admin.username, label="Admin user", max_length=200,
-                                      elem_id="eval-user")
-                    password = gr.Textbox(label="Admin password", type="password", max_length=1000,
-                                          elem_id="eval-password")
         with gr.Column(scale=1, min_width=300):
             choices, ticked = presets_for(settings)
             presets = gr.CheckboxGroup(choices, value=ticked, label="Configurations", elem_id="eval-presets")
@@ -466,14 +507,13 @@ def build(backend) -> dict:
                                     interactive=False, elem_id="eval-judged")
     with gr.Accordion("Saved runs, exports and comparison", open=False):
         with gr.Row(equal_height=False, elem_classes=["hr-bar"]):
-            saved_dd = gr.Dropdown(saved, value=saved[0][1] if saved else None, label="Saved run", scale=4,
-                                   elem_id="eval-saved")
+            saved_dd = gr.Dropdown([], value=None, label="Saved run", scale=4, elem_id="eval-saved")
             open_btn = gr.Button("Open", scale=1, elem_id="eval-open")
         exports = gr.File(label="Export (CSV per query, JSON)", file_count="multiple", interactive=False,
                           elem_id="eval-exports")
         with gr.Row(equal_height=False, elem_classes=["hr-bar"]):
-            cmp_a = gr.Dropdown(saved, label="Baseline run", scale=3, elem_id="eval-cmp-a")
-            cmp_b = gr.Dropdown(saved, label="Other run", scale=3, elem_id="eval-cmp-b")
+            cmp_a = gr.Dropdown([], label="Baseline run", scale=3, elem_id="eval-cmp-a")
+            cmp_b = gr.Dropdown([], label="Other run", scale=3, elem_id="eval-cmp-b")
             cmp_config = gr.Dropdown([], label="Configuration", scale=2, allow_custom_value=True,
                                      elem_id="eval-cmp-config")
             cmp_btn = gr.Button("Compare", scale=1, elem_id="eval-compare")
@@ -484,29 +524,45 @@ def build(backend) -> dict:
 
     outputs = [msg, table, ndcg_plot, recall_plot, query, current, exports, cmp_config, saved_dd, cmp_a, cmp_b]
 
-    def _run(f, col, nn, u, p, pre, ex, lim, request: gr.Request, progress=gr.Progress()):
-        yield from run_live(backend, f, col, nn, u, p, pre, ex, lim, progress=progress, client=client_of(request))
+    def _run(f, col, nn, pre, ex, lim, request: gr.Request, progress=gr.Progress()):
+        yield from run_live(backend, request, f, col, nn, pre, ex, lim, progress=progress)
 
-    run_btn.click(_run, [files, collection, new_name, user, password, presets, extra, limit], outputs,
+    def _stop(request: gr.Request):
+        return stop_runs(backend, request)
+
+    def _open(r, request: gr.Request):
+        return run_views(backend, request, r)
+
+    def _drill(r, q, request: gr.Request):
+        return drill(backend, request, r, q)
+
+    def _compare(a, b, c, request: gr.Request):
+        return compare_runs(backend, request, a, b, c)
+
+    run_btn.click(_run, [files, collection, new_name, presets, extra, limit], outputs,
                   concurrency_limit=1, concurrency_id="evaluate", api_visibility="private")
-    stop_btn.click(stop_runs, None, msg, api_visibility="private")
-    open_btn.click(lambda r: run_views(backend, r), saved_dd, outputs[:8], api_visibility="private")
-    query.change(lambda r, q: drill(backend, r, q), [current, query], [query_info, judged_table],
-                 api_visibility="private")
-    cmp_btn.click(lambda a, b, c: compare_runs(backend, a, b, c), [cmp_a, cmp_b, cmp_config],
-                  [cmp_msg, cmp_table, cmp_file], api_visibility="private")
+    stop_btn.click(_stop, None, msg, api_visibility="private")
+    open_btn.click(_open, saved_dd, outputs[:8], api_visibility="private")
+    query.change(_drill, [current, query], [query_info, judged_table], api_visibility="private")
+    cmp_btn.click(_compare, [cmp_a, cmp_b, cmp_config], [cmp_msg, cmp_table, cmp_file], api_visibility="private")
 
     with gr.Accordion("Answer evaluation: a golden set over 1-4 models, a judge, the arena and the router",
                       open=False, elem_id="eval-answers"):
         from . import evaluate_answers
 
-        evaluate_answers.build(backend, collection)
+        answer_parts = evaluate_answers.build(backend, collection)
 
-    def refresh(col):
-        names_now = backend.collection_names()
-        return gr.update(choices=names_now, value=col if col in names_now else backend.default_collection(names_now))
+    def _saved_now(request: gr.Request):
+        """The saved-run lists: the runs on collections this user may read."""
+        try:
+            saved = saved_choices(backend, user_of(backend, request))
+        except Exception:
+            saved = []
+        first = saved[0][1] if saved else None
+        return gr.update(choices=saved, value=first), gr.update(choices=saved), gr.update(choices=saved)
 
-    return {"collection": collection, "refresh": (refresh, collection)}
+    return {"collection": collection,
+            "on_load": [(_saved_now, [saved_dd, cmp_a, cmp_b]), *answer_parts.get("on_load", [])]}
 
 
 def follow(job, progress) -> None:

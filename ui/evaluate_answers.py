@@ -8,7 +8,8 @@ them (or why no judge ran), a per-question view, saved runs with CSV/JSON export
 automatic scores for the models both have seen, and the router checked against people's votes
 (:func:`rag.arena.router_agreement`, :func:`rag.arena.leaderboard_by_route`).
 
-Everything from uploads and answers is shown in Dataframes (text, never markup) or escaped HTML.
+Everything from uploads and answers is shown in Dataframes (text, never markup) or escaped HTML. The signed-in
+user answers only from collections they may read, and sees and opens only saved runs on those collections.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from rag.eval import EvalCancelled
 
 from .evaluate import JOBS, follow, stop_runs
 from .render import esc, message_html
+from .session import user_of
 
 SUMMARY_COLUMNS = ["Model", "Answered", "Not counted", "Citation validity", "Citation coverage", "Supported",
                    "Refusals (unanswerable)", "False refusals", "Expected-doc recall", "Reference similarity",
@@ -146,12 +148,14 @@ def judge_note(result: ae.AnswerRun) -> str:
     return message_html(f"Judge: {j.get('status') or 'no judge ran'}. Only automatic scores.", "warn")
 
 
-def run_views(backend, run_id: str | None):
+def run_views(backend, request, run_id: str | None):
     """(message, summary, chart, judge note, judge table, question choices, current run, exports, side by side)."""
     if not run_id:
         return (message_html("Pick a saved run.", "info"), *[gr.skip()] * 8)
     try:
+        user = user_of(backend, request)
         result = ae.load(backend.settings.data_dir, run_id)
+        backend.state.require_read(user, result.collection)
     except Exception as e:
         return (message_html(user_message(e, "Opening the run"), "error"), *[gr.skip()] * 8)
     choices = question_choices(result)
@@ -162,9 +166,12 @@ def run_views(backend, run_id: str | None):
             result, export_files(result), side_by_side(backend, result))
 
 
-def saved_choices(backend) -> list[tuple[str, str]]:
+def saved_choices(backend, user) -> list[tuple[str, str]]:
+    """The saved answer runs on collections ``user`` may read, newest first."""
+    entries = ae.list_saved(backend.settings.data_dir)
+    ok = set(backend.state.readable(user, sorted({e["collection"] for e in entries})))
     return [(f"{e['created_at']} · {e['collection']} · {', '.join(e['models'])} · {e['questions']} q"
-             + (f" · judge {e['judge']}" if e["judge"] else ""), e["id"]) for e in ae.list_saved(backend.settings.data_dir)]
+             + (f" · judge {e['judge']}" if e["judge"] else ""), e["id"]) for e in entries if e["collection"] in ok]
 
 
 # -- the arena beside the automatic scores; the router against people ------------------------------------------------
@@ -216,11 +223,12 @@ def router_views(backend) -> tuple[str, list[list], list[list]]:
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
-def run_live(backend, upload, collection, models, judge, max_tokens, limit, progress=gr.Progress()):
+def run_live(backend, request, upload, collection, models, judge, max_tokens, limit, progress=gr.Progress()):
     """Validate, run in the background, follow it; yields the section's outputs (message, summary, chart, judge
     note, judge table, question dropdown, current run, exports, side by side, saved dropdown)."""
     skip = (gr.skip(),) * 9
     try:
+        user = user_of(backend, request)
         golden, name = golden_from(upload)
         n = int(limit or 0)
         if n < 0:
@@ -229,6 +237,7 @@ def run_live(backend, upload, collection, models, judge, max_tokens, limit, prog
         if not collection or collection not in backend.collection_names():
             raise InvalidInput("Pick the collection to answer from (the example set is about the starter "
                                "collection, hybrid-rag-docs).")
+        backend.state.require_read(user, collection)
         if not models:
             raise InvalidInput(f"Pick 1 to {ae.MAX_MODELS} models.")
         picked = ae.resolve_models(backend.live_catalog(), list(models))
@@ -251,15 +260,15 @@ def run_live(backend, upload, collection, models, judge, max_tokens, limit, prog
             raise EvalCancelled("The answer evaluation was stopped; nothing of it is saved.") from None
         return ae.save(result, backend.settings.data_dir)
 
-    job = JOBS.submit(work)
+    job = JOBS.submit(work, owner=user.name)
     progress(0.0, desc=f"{len(golden)} questions from the {name} · {the_judge.status}"[:120])
     follow(job, progress)
     if job.state != "done":
         yield (message_html(job.error or "The evaluation did not finish.",
                             "warn" if job.state == "cancelled" else "error"), *skip)
         return
-    saved = saved_choices(backend)
-    yield (*run_views(backend, job.run_id), gr.update(choices=saved, value=job.run_id))
+    saved = saved_choices(backend, user)
+    yield (*run_views(backend, request, job.run_id), gr.update(choices=saved, value=job.run_id))
 
 
 # -- layout ---------------------------------------------------------------------------------------------------------
@@ -267,7 +276,6 @@ def build(backend, collection) -> dict:
     """The section; ``collection`` is the tab's collection dropdown (shared with retrieval evaluation)."""
     settings = backend.settings
     emb = backend.catalog.embedded_model().id
-    saved = saved_choices(backend)
     judges = judge_choices(backend)
     default_judge = settings.evaluation.judge_model or "none"
     if default_judge not in {v for _, v in judges}:
@@ -309,8 +317,7 @@ def build(backend, collection) -> dict:
                                elem_id="ans-q-table")
     with gr.Accordion("Saved runs and exports", open=False):
         with gr.Row(equal_height=False, elem_classes=["hr-bar"]):
-            saved_dd = gr.Dropdown(saved, value=saved[0][1] if saved else None, label="Saved answer run", scale=4,
-                                   elem_id="ans-saved")
+            saved_dd = gr.Dropdown([], value=None, label="Saved answer run", scale=4, elem_id="ans-saved")
             open_btn = gr.Button("Open", scale=1, elem_id="ans-open")
         exports = gr.File(label="Export (CSV per question and model, JSON)", file_count="multiple",
                           interactive=False, elem_id="ans-exports")
@@ -326,17 +333,30 @@ def build(backend, collection) -> dict:
 
     outputs = [msg, table, chart, judge_msg, judge_table, question, current, exports, side]
 
-    def _run(up, col, ms, j, mt, lim, progress=gr.Progress()):
-        yield from run_live(backend, up, col, ms, j, mt, lim, progress=progress)
+    def _run(up, col, ms, j, mt, lim, request: gr.Request, progress=gr.Progress()):
+        yield from run_live(backend, request, up, col, ms, j, mt, lim, progress=progress)
+
+    def _stop(request: gr.Request):
+        return stop_runs(backend, request)
+
+    def _open(r, request: gr.Request):
+        return run_views(backend, request, r)
+
+    def _saved_now(request: gr.Request):
+        try:
+            saved = saved_choices(backend, user_of(backend, request))
+        except Exception:
+            saved = []
+        return gr.update(choices=saved, value=saved[0][1] if saved else None)
 
     run_btn.click(_run, [upload, collection, models, judge, max_tokens, limit], [*outputs, saved_dd],
                   concurrency_limit=1, concurrency_id="evaluate", api_visibility="private")
-    stop_btn.click(stop_runs, None, msg, api_visibility="private")
-    open_btn.click(lambda r: run_views(backend, r), saved_dd, outputs, api_visibility="private")
+    stop_btn.click(_stop, None, msg, api_visibility="private")
+    open_btn.click(_open, saved_dd, outputs, api_visibility="private")
     question.change(question_view, [current, question], [q_info, q_table], api_visibility="private")
     router_btn.click(lambda: router_views(backend), None, [router_msg, router_table, route_lb],
                      api_visibility="private")
-    return {"models": models, "judge": judge}
+    return {"models": models, "judge": judge, "on_load": [(_saved_now, [saved_dd])]}
 
 
 __all__ = ["build", "run_live", "run_views", "question_view", "router_views", "side_by_side", "golden_from",

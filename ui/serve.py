@@ -1,8 +1,12 @@
 """`hybrid-rag serve`: serve the web app (127.0.0.1:7860 by default).
 
 On first run (no collections in the data directory) it ingests the project's own documentation
-(README and docs/) into the ``hybrid-rag-docs`` collection, so a newcomer can ask the app about itself
-straight away, offline.
+(README and docs/) into the ``hybrid-rag-docs`` collection, readable by every signed-in user, so a newcomer can
+ask the app about itself straight away, offline.
+
+Everyone signs in. With no admin account yet, ``serve`` creates the first one (``admin.username``, ``admin``) when
+``HYBRID_RAG_ADMIN_PASSWORD`` holds its password, and otherwise says how to create one
+(``hybrid-rag users add NAME --role admin``). There is never a default password.
 """
 from __future__ import annotations
 
@@ -58,6 +62,11 @@ def ensure_starter(settings, backend, root: Path | None = None) -> str | None:
               file=sys.stderr)
         return None
     chunks = sum(r.chunks for r in results)
+    try:  # every signed-in user may read the starter collection (an admin can change that in the Admin tab)
+        backend.state.set_public(STARTER_COLLECTION, True)
+    except Exception as e:
+        print(f"warning: could not make '{STARTER_COLLECTION}' public: {user_message(e, 'The state database')}",
+              file=sys.stderr)
     print(f"'{STARTER_COLLECTION}' ready: {sum(r.ok for r in results)} files, {chunks} chunks.", file=sys.stderr)
     return STARTER_COLLECTION
 
@@ -82,13 +91,40 @@ def _port_free(host: str, port: int) -> bool:
             return False
 
 
+def ensure_admin(settings, backend, environ=None) -> bool:
+    """The first admin from ``admin.password_env`` when no admin exists; else a note on how to make one.
+    False (and a message) when the variable holds a password the rules refuse."""
+    from rag.state import StateError
+
+    state = backend.state
+    var = settings.admin.password_env or "HYBRID_RAG_ADMIN_PASSWORD"
+    try:
+        made = state.ensure_first_admin(environ)
+    except StateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return False
+    if made is not None:
+        print(f"Created the first admin account {made.name!r} with the password in {var}.", file=sys.stderr)
+    elif not state.has_admin():
+        print(f"note: no admin account exists yet, so nobody can manage users. Create one with "
+              f"`hybrid-rag users add NAME --role admin`, or restart with {var} set (the first admin, "
+              f"{settings.admin.username!r}, gets that password).", file=sys.stderr)
+    return True
+
+
+def _no_keys(backend) -> bool:
+    try:
+        return not backend.state.list_keys()
+    except Exception:  # noqa: BLE001 - only a hint
+        return False
+
+
 def run(args, settings) -> int:
     """Serve the API and the web app on one port for ``hybrid-rag serve`` (``args``: host, port, no_starter)."""
     import uvicorn
 
     from api import create_app
 
-    from .auth import admin_configured, not_configured_message
     from .backend import Backend
 
     host, port = args.host, int(args.port)
@@ -100,13 +136,17 @@ def run(args, settings) -> int:
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     backend = Backend(settings)
+    try:
+        if not ensure_admin(settings, backend):
+            return 2
+    except Exception as e:  # the state database cannot be opened: say why, do not serve a page nobody can enter
+        print(f"error: {user_message(e, 'Opening the state database')}", file=sys.stderr)
+        return 2
     if not getattr(args, "no_starter", False):
         ensure_starter(settings, backend)
-    if not admin_configured(settings):
-        print(f"note: {not_configured_message(settings)}", file=sys.stderr)
     threading.Thread(target=_warm, args=(backend,), name="warm-router", daemon=True).start()
     app = create_app(settings, backend=backend, server_name=host, server_port=port)
-    if app.state.service.keys.empty():
+    if _no_keys(backend):
         print("note: the HTTP API (/v1) refuses every request until a key exists: "
               "`hybrid-rag keys create --name NAME --scope read|admin`.", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else host
@@ -116,4 +156,4 @@ def run(args, settings) -> int:
     return 0
 
 
-__all__ = ["run", "ensure_starter", "starter_files"]
+__all__ = ["run", "ensure_starter", "ensure_admin", "starter_files"]
