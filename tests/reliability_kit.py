@@ -1,5 +1,6 @@
 """Shared parts of the reliability, security and load tests (tests/test_reliability_*.py, test_security.py,
-test_load.py): a tiny deterministic embedder, the served app as a user starts it, and a small client for
+test_load.py): a tiny deterministic embedder, the served app as a user starts it (with a first admin account),
+signing in (a browser page with :func:`sign_in`, plain HTTP with :class:`GradioHTTP`), and a small client for
 Gradio's HTTP queue protocol (the one the browser speaks), so tests can call any event, "private" ones
 included, exactly as a hand-written HTTP request could.
 """
@@ -180,8 +181,16 @@ class Served:
                 self.proc.wait(timeout=10)
 
 
-def serve(root: Path, env_extra: dict | None = None, *, starter: bool = False, timeout: float = 300) -> Served:
-    """Start ``hybrid-rag serve --port P`` on 127.0.0.1 with its data and Gradio's temp dir under ``root``."""
+ADMIN_USER = "admin"            # admin.username: the first admin ``serve`` creates from HYBRID_RAG_ADMIN_PASSWORD
+
+
+def serve(root: Path, env_extra: dict | None = None, *, starter: bool = False, timeout: float = 300,
+          admin_password: str | None = None) -> Served:
+    """Start ``hybrid-rag serve --port P`` on 127.0.0.1 with its data and Gradio's temp dir under ``root``.
+
+    ``admin_password`` (or ``HYBRID_RAG_ADMIN_PASSWORD`` in ``env_extra``) makes ``serve`` create the first admin
+    account, :data:`ADMIN_USER`, with it; sign in with :func:`sign_in` (a page) or ``GradioHTTP(url, user=...,
+    password=...)``. Other accounts: :func:`add_user`."""
     root = Path(root)
     data, tmp = root / "data", root / "gradio-tmp"
     data.mkdir(parents=True, exist_ok=True)
@@ -191,6 +200,8 @@ def serve(root: Path, env_extra: dict | None = None, *, starter: bool = False, t
                 "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp),
                 "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1"})
     env.update(env_extra or {})
+    if admin_password:
+        env["HYBRID_RAG_ADMIN_PASSWORD"] = admin_password
     log = root / "server.log"
     args = [hybrid_rag_bin(), "serve", "--port", str(port)] + ([] if starter else ["--no-starter"])
     with open(log, "wb") as f:
@@ -201,8 +212,8 @@ def serve(root: Path, env_extra: dict | None = None, *, starter: bool = False, t
     while True:
         if proc.poll() is not None:
             raise AssertionError(f"the server exited ({proc.returncode}):\n{s.log_text()}")
-        try:
-            with urllib.request.urlopen(url + "/", timeout=2) as r:
+        try:  # the page redirects to the sign-in form, which answers 200
+            with urllib.request.urlopen(url + "/login", timeout=2) as r:
                 if r.status == 200:
                     return s
         except OSError:
@@ -213,6 +224,31 @@ def serve(root: Path, env_extra: dict | None = None, *, starter: bool = False, t
         time.sleep(0.5)
 
 
+def add_user(data_dir: Path, name: str, password: str, role: str = "reader") -> None:
+    """An account in a served app's state database (the served process sees it on its next request)."""
+    from rag.state import open_state_at
+
+    open_state_at(data_dir).add_user(name, password, role)
+
+
+def grant(data_dir: Path, collection: str, name: str, as_: str = "reader") -> None:
+    from rag.state import open_state_at
+
+    open_state_at(data_dir).grant(collection, name, as_)
+
+
+def sign_in(page, base_url: str, user: str, password: str, *, expect_ok: bool = True) -> None:
+    """Sign in through the app's sign-in form in a Playwright page; with ``expect_ok`` wait until the app shows."""
+    page.goto(base_url.rstrip("/") + "/login")
+    page.fill("#login-user", user)
+    page.fill("#login-password", password)
+    page.click("#login-submit")
+    if expect_ok:
+        page.wait_for_selector("#chat-input textarea", timeout=60_000)
+        page.wait_for_function("() => (document.querySelector('#hr-user') || {}).innerText?.includes('Signed in')",
+                               timeout=60_000)
+
+
 # --- Gradio's HTTP protocol -----------------------------------------------------------------------
 
 class GradioHTTP:
@@ -220,17 +256,38 @@ class GradioHTTP:
 
     ``call(trigger, data)`` joins the queue as a page would (``POST /gradio_api/queue/join``) and reads the
     event stream (``GET /gradio_api/queue/data``) until the event completes, applying streamed diffs.
+
+    It signs in first (``POST /login``, as the form does; the session cookie stays in the client), as ``user``
+    with ``password`` (by default the shared server's admin), then runs the page's load event, which fills the
+    collection lists with what that user may read. ``user=None``: no sign-in (every Gradio route then answers
+    401, and ``config`` is empty).
     """
 
-    def __init__(self, url: str, timeout: float = 120.0):
+    def __init__(self, url: str, timeout: float = 120.0, *, user: str | None = ADMIN_USER,
+                 password: str | None = None):
         import httpx
 
         self.url = url.rstrip("/")
         self.api = self.url + "/gradio_api"
         self.http = httpx.Client(timeout=timeout, trust_env=False)
+        self.session = uuid.uuid4().hex[:12]
+        self.config, self.components = {"components": [], "dependencies": []}, {}
+        if user is not None:
+            self.sign_in(user, ADMIN_PASSWORD if password is None else password)
+
+    def sign_in(self, user: str, password: str) -> None:
+        """``POST /login``; raises AssertionError with the page's message when refused. Then loads the config and
+        runs the page's load event for this session."""
+        r = self.http.post(self.url + "/login", data={"username": user, "password": password, "next": "/"},
+                           follow_redirects=False)
+        if r.status_code != 303:
+            import re
+
+            m = re.search(r'id="login-error"[^>]*>([^<]*)<', r.text)
+            raise AssertionError(f"sign-in as {user!r} refused ({r.status_code}): {m.group(1) if m else r.text[:300]}")
         self.config = self.http.get(self.url + "/config").json()
         self.components = {c["id"]: c for c in self.config["components"]}
-        self.session = uuid.uuid4().hex[:12]
+        self.page_load()
 
     def close(self) -> None:
         self.http.close()
@@ -346,7 +403,7 @@ class ThreadErrors:
 
 
 __all__ = ["FakeEmbedder", "MiniLMTokenizer", "minilm_tokenizer", "collection_counts", "serve", "Served",
-           "GradioHTTP", "free_port", "ThreadErrors"]
+           "GradioHTTP", "free_port", "ThreadErrors", "sign_in", "add_user", "grant", "ADMIN_USER"]
 
 
 # --- one served app shared by the HTTP tests of several modules -----------------------------------
@@ -395,12 +452,13 @@ def shared_server():
         return s, nim
 
 
-def admin_upload(client: GradioHTTP, collection: str, files: list[tuple[str, bytes]], *,
-                 user: str = "admin", password: str | None = ADMIN_PASSWORD) -> dict:
-    """The Documents tab's "Ingest files" button, over HTTP. ``data``: (message, results table, ...)."""
+def admin_upload(client: GradioHTTP, collection: str, files: list[tuple[str, bytes]]) -> dict:
+    """The Documents tab's "Ingest files" button, over HTTP, as the user ``client`` signed in as (the shared
+    server's admin by default). ``data``: (message, results table, ...)."""
     uploaded = client.upload(files) if files else []
-    return client.call("ingest", "click", [uploaded, user, password, collection])
+    return client.call("ingest", "click", [uploaded, collection])
 
 
-def create_collection(client: GradioHTTP, name: str, password: str | None = ADMIN_PASSWORD) -> dict:
-    return client.call("create-collection", "click", ["admin", password, name])
+def create_collection(client: GradioHTTP, name: str) -> dict:
+    """The Documents tab's "Create" button, as the user ``client`` signed in as."""
+    return client.call("create-collection", "click", [name])

@@ -184,7 +184,8 @@ def build_app(settings, *, backend: Backend | None = None):
         ev = _chain(ev, doc_parts["whoami"])
         ev = ev.then(admin_load, None, admin_outputs, api_visibility="private")
         for parts in (chat_parts, cmp_parts, eval_parts):  # the tabs' own load steps (conversation list, leaderboard, ...)
-            for step in ([parts["leaderboard"]] if "leaderboard" in parts else []) + list(parts.get("on_load", [])):
+            steps = [parts[k] for k in ("conversations", "leaderboard") if k in parts] + list(parts.get("on_load", []))
+            for step in steps:
                 ev = _chain(ev, step)
         ev.then(models_now, model_dd, model_dd, api_visibility="private")
     demo.queue(default_concurrency_limit=2, max_size=64)
