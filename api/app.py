@@ -81,7 +81,7 @@ def create_app(settings, *, backend=None, ui: bool = True, server_name: str = "1
 
     backend = backend or Backend(settings)
     metrics.watch_jobs(backend.jobs)
-    svc = Service(settings=settings, backend=backend, keys=KeyStore(settings.data_dir),
+    svc = Service(settings=settings, backend=backend, keys=KeyStore(backend.state),
                   slots=GenerationSlots(settings.api.max_generations_per_key, settings.api.retry_after_s))
     svc.engine.catalog  # loaded now, not inside the first async request that names a model
 
@@ -93,7 +93,8 @@ def create_app(settings, *, backend=None, ui: bool = True, server_name: str = "1
     app = FastAPI(title="hybrid-rag API", version=_version(), docs_url="/docs", redoc_url=None, lifespan=lifespan,
                   description="OpenAI-compatible chat with citations over hybrid (FAISS + BM25) retrieval, plus "
                               "search, collections and ingest jobs. Authenticate with `Authorization: Bearer KEY` "
-                              "(keys: `hybrid-rag keys create`). See docs/api.md.")
+                              "(keys: `hybrid-rag keys create --user USER`); a key acts as its user, with that "
+                              "user's rights on each collection. See docs/api.md.")
     app.state.service = svc
     errors.install(app)
     lim = settings.limits

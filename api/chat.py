@@ -9,6 +9,9 @@ finish chunk, or the usage chunk with ``stream_options.include_usage``), with ``
 reason, model, endpoint, fallbacks, timings, ``verification``: the citation check, ``rerank``). Each citation
 entry also says whether the sentences citing it are supported by it (``supported``, ``support_score``; None
 for sources no sentence cites, or when the check is off).
+
+The key's user must be allowed to read the collection (:func:`api.rights.check_read`), checked before anything
+is retrieved: a collection they may not read answers as a missing one (404), before any text streams.
 """
 from __future__ import annotations
 
@@ -18,17 +21,19 @@ import time
 import uuid
 
 from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from rag.answer import Done, Sources, Token
 from rag.catalog import ROUTES
 from rag.engine import Retrieved, Verified
 from rag.metrics import GENERATIONS
 
+from . import rights
 from .documents import hit_fields
 from .errors import APIError
-from .keys import ApiKey
 from .pump import ClosingStreamingResponse, Pump
 from .schemas import ChatCompletion, ChatMessage, ChatRequest, ModelCard, ModelList
+from .security import Caller
 from .service import Service, read_key, service
 
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -62,12 +67,12 @@ def _model_cards(svc: Service) -> list[ModelCard]:
 
 
 @router.get("/models", response_model=ModelList, summary="Routes and catalog models (OpenAI list format)")
-def list_models(svc: Service = Depends(service), _key: ApiKey = Depends(read_key)):
+def list_models(svc: Service = Depends(service), _key: Caller = Depends(read_key)):
     return ModelList(data=_model_cards(svc))
 
 
 @router.get("/models/{model_id:path}", response_model=ModelCard, summary="One route or model")
-def get_model(model_id: str, svc: Service = Depends(service), _key: ApiKey = Depends(read_key)):
+def get_model(model_id: str, svc: Service = Depends(service), _key: Caller = Depends(read_key)):
     if model_id not in ROUTE_IDS:
         model_id = svc.engine.live_catalog().get_model(model_id).id  # 404 for an unknown one
     return next(c for c in _model_cards(svc) if c.id == model_id)
@@ -206,9 +211,10 @@ async def _watch_disconnect(request: Request, pump: Pump) -> None:
                               "description": "a chat.completion, or SSE chat.completion.chunk events when stream"}},
              summary="Answer from a collection, with citations (OpenAI chat completions)")
 async def chat_completions(req: ChatRequest, request: Request, svc: Service = Depends(service),
-                           key: ApiKey = Depends(read_key)):
+                           key: Caller = Depends(read_key)):
     args = ask_arguments(req, svc)
     question = args.pop("question")
+    await run_in_threadpool(rights.check_read, svc, key, args["collection"])  # before anything is retrieved
     svc.slots.acquire(key.name)
     GENERATIONS.inc()
 

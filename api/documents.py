@@ -3,6 +3,10 @@
 Uploads (``POST /v1/collections/{name}/documents``, multipart, many files and .zip) are saved to a
 private staging directory and handed to the same background job queue as the Documents tab; the
 request returns ``202`` with the job at once, and the ingest goes on whatever the client does.
+
+Every path checks the key's user's rights on the collection first (:mod:`api.rights`): a collection they may
+not read is answered as a missing one; changes need the edit right and are audited; jobs are listed, shown
+and cancelled only for collections the user may change.
 """
 from __future__ import annotations
 
@@ -15,10 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from rag.store import CollectionNotFound
-
+from . import rights
 from .errors import APIError
-from .keys import ApiKey
 from .middleware import size_text
 from .schemas import (
     CollectionCreate,
@@ -31,6 +33,7 @@ from .schemas import (
     SearchRequest,
     SearchResponse,
 )
+from .security import Caller
 from .service import Service, admin_key, read_key, service
 
 router = APIRouter(prefix="/v1")
@@ -53,11 +56,12 @@ def hit_fields(h) -> dict:
 
 @router.post("/search", response_model=SearchResponse, tags=["search"],
              summary="Hybrid, dense or sparse search with each hit's ranks and scores")
-def search(req: SearchRequest, svc: Service = Depends(service), _key: ApiKey = Depends(read_key)):
+def search(req: SearchRequest, svc: Service = Depends(service), caller: Caller = Depends(read_key)):
     collection = req.collection or svc.settings.api.default_collection
     if not collection:
         raise APIError(422, "No collection: send \"collection\", or set api.default_collection on the server.",
                        code="invalid_value", param="collection")
+    rights.check_read(svc, caller, collection)
     r, rerank = svc.backend.engine.search_reranked(collection, req.query, mode=req.mode, k=req.k)
     out = {"collection": collection, "mode": r.mode, "retrieval_ms": round(r.retrieval_ms, 3),
            "timings": {k: round(float(v), 3) for k, v in (r.timings or {}).items()},
@@ -80,8 +84,7 @@ def _find(svc: Service, name: str) -> dict:
     from rag.store import validate_name
 
     validate_name(name)  # a hostile name gets the naming rule, not a path
-    raise CollectionNotFound(f"No collection named {name!r}: list them with GET /v1/collections, or create it "
-                             "with POST /v1/collections.", name=name)
+    raise rights.not_found(name)
 
 
 def _not_busy(svc: Service, name: str, action: str) -> None:
@@ -92,47 +95,66 @@ def _not_busy(svc: Service, name: str, action: str) -> None:
 
 
 @router.get("/collections", response_model=CollectionList, tags=["collections"])
-def list_collections(svc: Service = Depends(service), _key: ApiKey = Depends(read_key)):
-    return {"data": [_info(svc, c) for c in svc.backend.collections()]}
+def list_collections(svc: Service = Depends(service), caller: Caller = Depends(read_key)):
+    """The collections the key's user may read."""
+    found = svc.backend.collections()
+    readable = set(svc.state.readable(caller.user, [c["name"] for c in found]))
+    return {"data": [_info(svc, c) for c in found if c["name"] in readable]}
 
 
-@router.post("/collections", response_model=CollectionInfo, status_code=201, tags=["collections"])
-def create_collection(req: CollectionCreate, svc: Service = Depends(service), _key: ApiKey = Depends(admin_key)):
+@router.post("/collections", response_model=CollectionInfo, status_code=201, tags=["collections"],
+             summary="Create an empty collection (editors and admins; the creator becomes its owner)")
+def create_collection(req: CollectionCreate, svc: Service = Depends(service), caller: Caller = Depends(admin_key)):
+    from rag.store import validate_name
+
+    validate_name(req.name)
+    rights.check_create(svc, caller, req.name)
     svc.backend.create_collection(req.name)   # 409 when it exists, 422 for a bad name
+    svc.state.forget_collection(req.name)     # rights left by an earlier collection of this name go
+    svc.state.set_owner(req.name, caller.user)
+    rights.audit(svc, caller, "collection.create", collection=req.name)
     return _info(svc, _find(svc, req.name))
 
 
 @router.get("/collections/{name}", response_model=CollectionInfo, tags=["collections"])
-def get_collection(name: str, svc: Service = Depends(service), _key: ApiKey = Depends(read_key)):
+def get_collection(name: str, svc: Service = Depends(service), caller: Caller = Depends(read_key)):
+    rights.check_read(svc, caller, name)
     return _info(svc, _find(svc, name))
 
 
-@router.delete("/collections/{name}", response_model=Deleted, tags=["collections"])
-def delete_collection(name: str, svc: Service = Depends(service), _key: ApiKey = Depends(admin_key)):
+@router.delete("/collections/{name}", response_model=Deleted, tags=["collections"],
+               summary="Delete a collection (its owner or an admin)")
+def delete_collection(name: str, svc: Service = Depends(service), caller: Caller = Depends(admin_key)):
     from rag.store.layout import collection_path
 
+    rights.check_delete(svc, caller, name)
     if not (collection_path(name, svc.settings.data_dir) / "CURRENT").exists():  # damaged ones can be deleted too
         _find(svc, name)
     _not_busy(svc, name, "delete the collection")
     svc.backend.delete_collection(name)
+    svc.state.forget_collection(name)
+    rights.audit(svc, caller, "collection.delete", collection=name)
     return {"id": name, "object": "collection"}
 
 
 # --- documents --------------------------------------------------------------------------------------------
 @router.get("/collections/{name}/documents", response_model=DocumentList, tags=["documents"])
-def list_documents(name: str, svc: Service = Depends(service), _key: ApiKey = Depends(read_key)):
+def list_documents(name: str, svc: Service = Depends(service), caller: Caller = Depends(read_key)):
+    rights.check_read(svc, caller, name)
     _find(svc, name)
     docs = svc.backend.open(name).documents()
     return {"collection": name, "data": [{k: v for k, v in d.items() if k != "sha256"} for d in docs]}
 
 
 @router.delete("/collections/{name}/documents/{doc_id:path}", response_model=Deleted, tags=["documents"])
-def delete_document(name: str, doc_id: str, svc: Service = Depends(service), _key: ApiKey = Depends(admin_key)):
+def delete_document(name: str, doc_id: str, svc: Service = Depends(service), caller: Caller = Depends(admin_key)):
+    rights.check_edit(svc, caller, name, "document.delete", document=doc_id)
     _find(svc, name)
     _not_busy(svc, name, "delete the document")
     if not svc.backend.remove_documents(name, [doc_id]):
         raise APIError(404, f"No document {doc_id!r} in {name!r}: list them with GET /v1/collections/{name}/documents.",
                        type="not_found_error", code="not_found")
+    rights.audit(svc, caller, "document.delete", collection=name, document=doc_id)
     return {"id": doc_id, "object": "document"}
 
 
@@ -162,8 +184,9 @@ async def _save(upload: UploadFile, dest: Path, max_bytes: int, label: str) -> N
              openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
                  "type": "object", "required": ["files"],
                  "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}})
-async def upload(name: str, request: Request, svc: Service = Depends(service), _key: ApiKey = Depends(admin_key)):
+async def upload(name: str, request: Request, svc: Service = Depends(service), caller: Caller = Depends(admin_key)):
     lim = svc.settings.limits
+    await run_in_threadpool(rights.check_edit, svc, caller, name, "document.upload")
     await run_in_threadpool(_find, svc, name)
     if "multipart/form-data" not in request.headers.get("content-type", ""):
         raise APIError(415, "Send the files as multipart/form-data in a field named 'files' "
@@ -193,6 +216,9 @@ async def upload(name: str, request: Request, svc: Service = Depends(service), _
                 await _save(up, dest, lim.max_file_bytes, label)
                 files.append((up.filename or f"upload-{i + 1}", dest))
             job = svc.backend.jobs.submit(name, files, owned_dir=staging)
+            await run_in_threadpool(rights.audit, svc, caller, "document.upload", collection=name,
+                                    document=", ".join(f for f, _ in files)[:500],
+                                    detail=f"ingest job {job.id}, {len(files)} file(s)")
         except BaseException:
             await run_in_threadpool(shutil.rmtree, staging, True)
             raise
@@ -203,20 +229,38 @@ async def upload(name: str, request: Request, svc: Service = Depends(service), _
 
 
 # --- jobs -----------------------------------------------------------------------------------------------
-@router.get("/jobs", response_model=JobList, tags=["jobs"])
-def list_jobs(collection: str | None = None, svc: Service = Depends(service), _key: ApiKey = Depends(admin_key)):
-    return {"data": [j.to_dict() for j in svc.backend.jobs.list(collection=collection)]}
+def _job(svc: Service, caller: Caller, job_id: str):
+    """The job if the caller may change its collection; else the 404 of a missing job (the same message)."""
+    from ingest.jobs import JobNotFound
+
+    job = svc.backend.jobs.get(job_id)
+    if not svc.state.can_edit(caller.user, job.collection):
+        raise JobNotFound(f"No ingest job with id {job_id!r}: check the id. Finished jobs are forgotten once "
+                          f"{svc.backend.jobs.keep} newer ones have finished (jobs.keep in the config), and when "
+                          "the server restarts.")
+    return job
+
+
+@router.get("/jobs", response_model=JobList, tags=["jobs"],
+            summary="Ingest jobs of the collections the key's user may change, newest first")
+def list_jobs(collection: str | None = None, svc: Service = Depends(service), caller: Caller = Depends(admin_key)):
+    may = rights.editable_filter(svc, caller)
+    return {"data": [j.to_dict() for j in svc.backend.jobs.list(collection=collection) if may(j.collection)]}
 
 
 @router.get("/jobs/{job_id}", response_model=JobInfo, tags=["jobs"])
-def get_job(job_id: str, svc: Service = Depends(service), _key: ApiKey = Depends(admin_key)):
-    return svc.backend.jobs.get(job_id).to_dict()
+def get_job(job_id: str, svc: Service = Depends(service), caller: Caller = Depends(admin_key)):
+    return _job(svc, caller, job_id).to_dict()
 
 
 @router.delete("/jobs/{job_id}", response_model=JobInfo, tags=["jobs"],
                summary="Cancel a job: the collection keeps its last committed version")
-def cancel_job(job_id: str, svc: Service = Depends(service), _key: ApiKey = Depends(admin_key)):
+def cancel_job(job_id: str, svc: Service = Depends(service), caller: Caller = Depends(admin_key)):
+    job = _job(svc, caller, job_id)
+    was_finished = job.finished
     job = svc.backend.jobs.cancel(job_id)
+    if not was_finished:
+        rights.audit(svc, caller, "upload.cancel", collection=job.collection, detail=f"ingest job {job.id}")
     return JSONResponse(JobInfo(**job.to_dict()).model_dump(), status_code=200 if job.finished else 202)
 
 

@@ -40,10 +40,13 @@ def _status_of(exc: HybridRagError) -> tuple[int, str, str | None]:
     from ingest.jobs import JobNotFound
     from rag.answer import NoModelAvailable, PromptTooLong
     from rag.catalog import UnknownModelError
+    from rag.state import AccessDenied, AuthError, StateError
     from rag.store import CollectionError, CollectionNotFound
 
-    from .keys import KeyStoreError
-
+    if isinstance(exc, AuthError):
+        return 401, "authentication_error", "unauthenticated"
+    if isinstance(exc, AccessDenied):
+        return 403, "permission_error", "permission_denied"
     if isinstance(exc, (CollectionNotFound, JobNotFound)):
         return 404, "not_found_error", "not_found"
     if isinstance(exc, UnknownModelError):
@@ -56,8 +59,8 @@ def _status_of(exc: HybridRagError) -> tuple[int, str, str | None]:
         return 422, "invalid_request_error", "context_length_exceeded"
     if isinstance(exc, NoModelAvailable):
         return 503, "service_unavailable", "no_model_available"
-    if isinstance(exc, KeyStoreError):
-        return 409, "invalid_request_error", "conflict"
+    if isinstance(exc, StateError):
+        return 422, "invalid_request_error", "invalid_value"
     if isinstance(exc, CollectionError):
         msg = str(exc)
         if "already exists" in msg:
@@ -99,7 +102,9 @@ def error_response(exc: BaseException, action: str = "The request") -> JSONRespo
         return JSONResponse(body(exc.message, exc.type, exc.code, exc.param), exc.status, headers=exc.headers)
     if isinstance(exc, HybridRagError):
         status, type_, code = _status_of(exc)
-        return JSONResponse(body(_message(exc, status, action), type_, code, getattr(exc, "param", None)), status)
+        headers = {"WWW-Authenticate": 'Bearer realm="hybrid-rag"'} if status == 401 else None
+        return JSONResponse(body(_message(exc, status, action), type_, code, getattr(exc, "param", None)), status,
+                            headers=headers)
     return JSONResponse(body(user_message(exc, action), "server_error"), 500)
 
 

@@ -1,7 +1,8 @@
 """Pure ASGI middlewares (streaming and disconnects pass through untouched):
 
-- :class:`Guard`: body size caps (before and while reading) and, for ``/v1``, the key check before any body
-  is read, so an unauthenticated client cannot make the server read or parse a large request;
+- :class:`Guard`: body size caps (before and while reading) and, for ``/v1``, the key check (the key and its
+  user, from the state database) before any body is read, so an unauthenticated client cannot make the server
+  read or parse a large request;
 - :class:`Metrics`: request counts and latency by route template, method and status.
 """
 from __future__ import annotations
@@ -53,13 +54,16 @@ class Guard:
         cap = self.upload_cap if multipart else self.json_cap
         path = scope.get("path", "")
         if path == "/v1" or path.startswith("/v1/"):
+            from starlette.concurrency import run_in_threadpool
+
             from .security import identify
 
-            try:  # the route checks the scope, with this key (request.state.api_key)
-                scope.setdefault("state", {})["api_key"] = identify(request, self.service.keys)
+            try:  # the route checks the scope and the user's rights, with this caller (request.state.api_key)
+                scope.setdefault("state", {})["api_key"] = await run_in_threadpool(identify, request,
+                                                                                   self.service.keys)
             except APIError as e:
                 return await _send_json(send, e.status, body(e.message, e.type, e.code, e.param), e.headers)
-            except Exception as e:  # noqa: BLE001 - e.g. an unreadable key file
+            except Exception as e:  # noqa: BLE001 - e.g. the state database unreachable
                 from .errors import error_response
 
                 r = error_response(e, "Checking the API key")

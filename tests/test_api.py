@@ -1,6 +1,7 @@
 """The HTTP API through real clients: the official ``openai`` SDK, LangChain's ``ChatOpenAI`` and raw HTTP,
 against the FastAPI app served by uvicorn on loopback, answering from a fake NIM (real HTTP/SSE) over a
-small real collection. The embedder is the fast deterministic test one (the API is what is tested here)."""
+small real collection. The embedder is the fast deterministic test one (the API is what is tested here).
+The keys belong to an admin user of the state database (rights per collection: tests/test_api_rights.py)."""
 from __future__ import annotations
 
 import threading
@@ -24,6 +25,8 @@ ANSWER = "The answer is in the sources [1]."
 
 
 def _build(settings, nim, *, embedder=FAKE, keys=True):
+    """The app over a collection "docs"; with ``keys``, an admin user "root" with a read key ("reader") and
+    an admin key ("boss")."""
     from api import create_app
     from api.keys import KeyStore
     from rag.engine import Engine
@@ -31,9 +34,11 @@ def _build(settings, nim, *, embedder=FAKE, keys=True):
 
     backend = Backend(settings, engine=Engine(settings, embedder=embedder, catalog=fake_catalog(nim.base_url)))
     backend.ingest("docs", [(n, t.encode()) for n, t in DOCS.items()])
-    store = KeyStore(settings.data_dir)
-    read = store.create("reader", "read") if keys else None
-    admin = store.create("boss", "admin") if keys else None
+    store = KeyStore(backend.state)
+    if keys:
+        backend.state.add_user("root", "root-password-1", "admin")
+    read = store.create("reader", "read", "root") if keys else None
+    admin = store.create("boss", "admin", "root") if keys else None
     return create_app(settings, backend=backend, ui=False), backend, store, read, admin
 
 
@@ -338,14 +343,18 @@ def test_no_key_configured_refuses_with_how_to(settings, fake_nim):
     app, backend, *_ = _build(settings, fake_nim, keys=False)
     with ServerThread(app) as srv:
         e = _err(httpx.get(srv.url + "/v1/models"), 401, "no_api_keys")
-        assert "hybrid-rag keys create" in e["message"]
+        assert "hybrid-rag keys create" in e["message"] and "--user" in e["message"]
         assert httpx.get(srv.url + "/healthz").status_code == 200
 
 
-def test_key_file_never_holds_the_key(api):
-    text = (api.settings.data_dir / "api_keys.json").read_text()
-    assert api.read not in text and api.admin not in text
-    assert (api.settings.data_dir / "api_keys.json").stat().st_mode & 0o077 == 0
+def test_the_state_database_never_holds_the_key(api):
+    from pathlib import Path
+
+    db = Path(api.svc.state.url.split("///", 1)[1])  # sqlite:///<data_dir>/state.sqlite
+    raw = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))  # with the -wal file
+    assert raw and api.read.encode() not in raw and api.admin.encode() not in raw
+    assert api.read[7:].encode() not in raw and api.admin[7:].encode() not in raw  # beyond the shown prefix
+    assert sorted(k.name for k in api.store.list()) == ["boss", "reader"]
 
 
 def test_concurrent_generations_per_key_are_limited(api):
