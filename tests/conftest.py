@@ -189,3 +189,54 @@ def store_settings(settings, backend, request):
     c.delete(milvus.META, filter="gen >= 0")
     milvus._CACHE.clear()
     milvus._LOADED.clear()
+
+
+# -- the state database (rag.state): SQLite in the test's data directory, or a real PostgreSQL ------------------
+
+@pytest.fixture(autouse=True)
+def _isolated_state(monkeypatch):
+    """No test reaches a database named by the developer's environment; cached states are closed after each
+    test (their SQLite files live in that test's data directory)."""
+    import sys
+
+    monkeypatch.delenv("HYBRID_RAG_DATABASE_URL", raising=False)
+    yield
+    if "rag.state" in sys.modules:
+        sys.modules["rag.state"].close_all()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server for the session (tests/pg.py: Debian's binaries, a temporary cluster on a free loopback
+    port, run as the 'postgres' user when the tests run as root); skipped when the binaries are absent."""
+    from pg import INSTALL_HINT, PgServer, find_bin_dir
+
+    if find_bin_dir() is None:
+        pytest.skip(f"PostgreSQL binaries not found in /usr/lib/postgresql/*/bin: {INSTALL_HINT}")
+    server = PgServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A fresh, empty PostgreSQL database for one test (dropped after it); its SQLAlchemy URL."""
+    url = pg_server.new_database()
+    yield url
+    import sys
+
+    if "rag.state" in sys.modules:
+        sys.modules["rag.state"].close_all()
+    pg_server.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_url(request, data_dir, monkeypatch):
+    """Runs the test on both databases: the state URL, also set as HYBRID_RAG_DATABASE_URL so that
+    ``open_state(settings)`` uses it (SQLite: ``<data_dir>/state.sqlite``; PostgreSQL: a fresh database)."""
+    url = (f"sqlite:///{data_dir / 'state.sqlite'}" if request.param == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    monkeypatch.setenv("HYBRID_RAG_DATABASE_URL", url)
+    return url

@@ -66,7 +66,7 @@ class ApiKeyRecord:
 class KeysMixin:
     def create_key(self, name, scope, user_name) -> str:
         """Create a key acting as ``user_name``; returns it (the only time it is ever shown)."""
-        if not isinstance(name, str) or not _NAME_RE.match(name):
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             raise StateError(f"Invalid key name {repr(name)[:80]}: use 1-64 letters, digits, '_', '-', '.' or '@', "
                              "starting with a letter or digit.")
         if scope not in SCOPES:

@@ -23,7 +23,7 @@ _COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def validate_collection(name) -> str:
-    if not isinstance(name, str) or not _COLLECTION_RE.match(name) or name.endswith("."):
+    if not isinstance(name, str) or not _COLLECTION_RE.fullmatch(name) or name.endswith("."):
         raise StateError(f"Invalid collection name {repr(name)[:80]}: use 1-64 letters, digits, '_', '-' or '.', "
                          "starting with a letter or digit.")
     return name
@@ -42,7 +42,7 @@ class RightsMixin:
             return None
         if user.is_admin:
             return "admin"
-        if not isinstance(collection, str) or not _COLLECTION_RE.match(collection):
+        if not isinstance(collection, str) or not _COLLECTION_RE.fullmatch(collection):
             return None
         with self._tx() as c:
             rec = c.execute(select(m.collections).where(m.collections.c.name == collection)).first()

@@ -54,7 +54,7 @@ class User:
 
 
 def validate_user_name(name) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         shown = repr(name)[:80]
         raise StateError(f"Invalid user name {shown}: {NAME_RULE}.")
     return name
@@ -93,7 +93,7 @@ class UsersMixin:
     # -- reading -------------------------------------------------------------------------------------------
     def get_user(self, name) -> User | None:
         """The user named ``name`` (case-insensitive), or None."""
-        if not isinstance(name, str) or not _NAME_RE.match(name):
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             return None
         with self._tx() as c:
             return _user(c.execute(select(m.users).where(m.users.c.name_key == name.lower())).first())
@@ -229,7 +229,7 @@ class UsersMixin:
         """The user, when ``password`` is theirs; else :class:`AuthError`. Throttled per account and per client."""
         now = self.clock()
         client = str(client or "-")[:256]
-        valid_name = isinstance(name, str) and _NAME_RE.match(name) is not None
+        valid_name = isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
         subjects = [_client(client)] + ([_account(name)] if valid_name else [])
         with self._tx() as c:
             locks = {r.subject: r.locked_until for r in c.execute(
