@@ -54,6 +54,25 @@ def readiness(svc: Service) -> tuple[bool, dict]:
     return loaded and not bad and not unreachable, checks
 
 
+def _for_caller(request: Request, svc: Service, checks: dict) -> dict:
+    """``checks`` as this caller may see them: the names (and reasons) of damaged collections only with the key
+    of an admin user (the probe itself needs no key, and must not say which collections exist)."""
+    bad = (checks.get("collections") or {}).get("unreadable") if isinstance(checks.get("collections"), dict) else None
+    if not bad:
+        return checks
+    if request.headers.get("authorization"):
+        from .security import identify
+
+        try:
+            if identify(request, svc.keys).user.is_admin:
+                return checks
+        except APIError:
+            pass
+    hidden = [{"collection": None, "error": "A collection cannot be opened; send an admin's API key "
+                                            "(Authorization: Bearer KEY) to see which one and why."} for _ in bad]
+    return {**checks, "collections": {**checks["collections"], "unreadable": hidden}}
+
+
 _WARMING: set[int] = set()
 
 
@@ -106,9 +125,10 @@ def create_app(settings, *, backend=None, ui: bool = True, server_name: str = "1
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"], summary="Collections readable and the embedder loaded (else 503)")
-    def readyz():
+    def readyz(request: Request):
         ready, checks = readiness(svc)
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        return JSONResponse({"ready": ready, "checks": _for_caller(request, svc, checks)},
+                            status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
     def prometheus():

@@ -641,7 +641,9 @@ def test_health_readiness_metrics_and_docs(api):
     from rag.store.reader import _CACHE
 
     _CACHE.clear()
-    r = httpx.get(api.url + "/readyz")
+    r = httpx.get(api.url + "/readyz")  # with no key: that one is, not which (the probe says nothing of names)
+    assert r.status_code == 503 and "docs" not in r.text and len(r.json()["checks"]["collections"]["unreadable"]) == 1
+    r = httpx.get(api.url + "/readyz", headers=_h(api.read))  # an admin user's key: which, and why
     assert r.status_code == 503 and "docs" in str(r.json()["checks"]["collections"]["unreadable"])
 
 

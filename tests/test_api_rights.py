@@ -376,3 +376,21 @@ def test_a_key_from_before_users_is_refused_saying_how_to_remake_it(settings, fa
             _no_alpha_text(r.text)
     backend.jobs.close(timeout=10)
     assert sorted(d["doc_id"] for d in backend.open("alpha").documents()) == sorted(ALPHA)
+
+
+def test_every_document_route_asks_for_rights():
+    """Structural: a route added under /v1 that touches a collection without asking the state fails here (the
+    tests above try each path by hand)."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    from api.chat import router as chat_router
+    from api.documents import router as docs_router
+
+    for route in [*docs_router.routes, *chat_router.routes]:
+        assert isinstance(route, APIRoute)
+        if route.path.startswith("/v1/models"):
+            continue  # no documents
+        src = inspect.getsource(route.endpoint)
+        assert any(s in src for s in ("rights.check_", "rights.editable_filter", "state.readable", "_job(")), route.path

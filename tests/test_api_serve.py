@@ -1,6 +1,7 @@
-"""`hybrid-rag serve` as a user starts it: the web app at / and the API at /v1 on one port, a key made with
-`hybrid-rag keys create` (its last output line), and the official openai SDK as the client. Answers come
-from the fake NIM on loopback, wired in as the `local` endpoint through its base-URL variable."""
+"""`hybrid-rag serve` as a user starts it: the web app at / and the API at /v1 on one port, a user made with
+`hybrid-rag users add` and a key for them with `hybrid-rag keys create --user` (its last output line), and the
+official openai SDK as the client. Answers come from the fake NIM on loopback, wired in as the `local` endpoint
+through its base-URL variable."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,18 @@ import pytest
 pytestmark = pytest.mark.slow
 
 TOKENS = ["Upload ", "files ", "in the ", "Documents ", "tab ", "[1]", "."]
+
+
+def _cli(served_or_env, *args, check=True):
+    env, root, bin_ = served_or_env["env"], served_or_env["root"], served_or_env["bin"]
+    return subprocess.run([bin_, *args], env={**env, "HYBRID_RAG_NEW_PASSWORD": "serve-test-pw-1"}, cwd=root,
+                          capture_output=True, text=True, check=check)
+
+
+def _key(served_or_env, name, scope, user) -> str:
+    """A key made on the command line: the last line of `keys create`."""
+    return _cli(served_or_env, "keys", "create", "--name", name, "--scope", scope, "--user", user).stdout.strip() \
+        .splitlines()[-1]
 
 
 def _free_port() -> int:
@@ -34,9 +47,9 @@ def served(tmp_path_factory, hybrid_rag_bin):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRID_RAG")}
     env.update({"HYBRID_RAG_DATA": str(root / "data"), catalog.endpoint("local").base_url_env: nim.base_url,
                 "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"})
-    out = subprocess.run([hybrid_rag_bin, "keys", "create", "--name", "ci", "--scope", "admin"], env=env, cwd=root,
-                         capture_output=True, text=True, check=True).stdout
-    key = out.strip().splitlines()[-1]
+    cli = {"env": env, "root": root, "bin": hybrid_rag_bin}
+    _cli(cli, "users", "add", "ci", "--role", "admin")
+    key = _key(cli, "ci", "admin", "ci")
     port = _free_port()
     log = open(root / "server.log", "wb")
     proc = subprocess.Popen([hybrid_rag_bin, "serve", "--port", str(port)], env=env, cwd=root, stdout=log,
@@ -90,16 +103,28 @@ def test_the_openai_sdk_gets_an_answer_with_citations(served):
     assert 'hybrid_rag_ttft_seconds_count{endpoint="local"' in metrics
 
 
-def test_a_key_revoked_on_the_command_line_is_refused(served):
-    out = subprocess.run([served["bin"], "keys", "create", "--name", "temp", "--scope", "read"], env=served["env"],
-                         cwd=served["root"], capture_output=True, text=True, check=True).stdout
-    key = out.strip().splitlines()[-1]
-    assert httpx.get(served["url"] + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
-    r = httpx.post(served["url"] + "/v1/collections", headers={"Authorization": f"Bearer {key}"}, json={"name": "x"})
-    assert r.status_code == 403
-    subprocess.run([served["bin"], "keys", "revoke", "temp"], env=served["env"], cwd=served["root"], check=True,
-                   capture_output=True)
-    assert httpx.get(served["url"] + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 401
-    listed = subprocess.run([served["bin"], "keys", "list"], env=served["env"], cwd=served["root"],
-                            capture_output=True, text=True, check=True).stdout
+def test_rights_and_keys_changed_on_the_command_line_count_at_once(served):
+    """A reader's key reads the starter collection (readable by every user) and nothing it was not given; a grant,
+    a revoke of the key and the removal of a user on the command line count from the next request."""
+    url = served["url"] + "/v1"
+    admin = {"Authorization": f"Bearer {served['key']}"}
+    assert httpx.post(url + "/collections", headers=admin, json={"name": "private"}).status_code == 201
+    _cli(served, "users", "add", "rita", "--role", "reader")
+    key = _key(served, "temp", "read", "rita")
+    h = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(url + "/models", headers=h).status_code == 200
+    assert [c["name"] for c in httpx.get(url + "/collections", headers=h).json()["data"]] == ["hybrid-rag-docs"]
+    search = {"query": "upload", "collection": "private"}
+    assert httpx.post(url + "/search", headers=h, json=search).status_code == 404
+    assert httpx.post(url + "/collections", headers=h, json={"name": "x"}).status_code == 403
+    _cli(served, "collections", "grant", "private", "rita", "--as", "reader")
+    assert httpx.post(url + "/search", headers=h, json=search).status_code == 200
+    _cli(served, "keys", "revoke", "temp")
+    assert httpx.get(url + "/models", headers=h).status_code == 401
+    listed = _cli(served, "keys", "list").stdout
     assert "ci" in listed and "temp" not in listed and served["key"] not in listed
+    key = _key(served, "temp2", "read", "rita")
+    assert httpx.post(url + "/search", headers={"Authorization": f"Bearer {key}"}, json=search).status_code == 200
+    _cli(served, "users", "remove", "rita")
+    r = httpx.post(url + "/search", headers={"Authorization": f"Bearer {key}"}, json=search)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
