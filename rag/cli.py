@@ -1,4 +1,4 @@
-"""`hybrid-rag` command line: ingest, search, collections, eval, eval-answers, ask, serve."""
+"""`hybrid-rag` command line: ingest, search, collections, eval, eval-answers, ask, serve, users, keys, audit."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from . import cli_answers, cli_ask
+from . import cli_answers, cli_ask, cli_users
 from .errors import HybridRagError, InvalidInput, user_message
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -110,6 +110,7 @@ def cmd_collections(args) -> int:
     settings = _settings(args)
     if args.delete:
         delete_collection(args.delete, settings)
+        cli_users.forget_deleted_collection(args, args.delete)   # its rights go; audited
         print(f"deleted collection '{args.delete}'")
         return 0
     cols = list_collections(settings)
@@ -136,33 +137,6 @@ def cmd_migrate(args) -> int:
     print(f"copied {args.collection!r} to {new_name!r} ({args.to}) in {time.perf_counter() - t:.1f} s: "
           f"{dst['documents']} documents, {dst['chunks']} chunks (source: {src['documents']} documents, "
           f"{src['chunks']} chunks); the source is unchanged")
-    return 0
-
-
-def cmd_keys(args) -> int:
-    """API keys: create (the key is the last line of the output, shown once), list, revoke."""
-    import datetime as dt
-
-    from api.keys import KeyStore
-
-    store = KeyStore(_settings(args).data_dir)
-    if args.keys_command == "create":
-        key = store.create(args.name, args.scope)
-        print(f"Created {args.scope} key {args.name!r} in {store.path}. It is shown once, below; send it as "
-              "`Authorization: Bearer KEY`.")
-        print(key)
-    elif args.keys_command == "revoke":
-        k = store.revoke(args.name)
-        print(f"Revoked {k.scope} key {k.name!r}; a running server refuses it from its next request.")
-    else:
-        keys = store.list()
-        if args.json:
-            print(json.dumps([k.public() for k in keys]))
-        elif not keys:
-            print("no API keys (create one with `hybrid-rag keys create --name NAME --scope read|admin`)")
-        for k in keys if not args.json else []:
-            when = dt.datetime.fromtimestamp(k.created_at).strftime("%Y-%m-%d %H:%M")
-            print(f"{k.name:<24} {k.scope:<6} {k.prefix}…  created {when}")
     return 0
 
 
@@ -268,10 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("query")
     s.set_defaults(func=cmd_search)
 
-    s = sub.add_parser("collections", help="list collections, or delete one")
+    s = sub.add_parser("collections", help="list collections, or delete one; grant, revoke, public, owner, rights: "
+                       "who may read and change them")
     s.add_argument("--delete", metavar="NAME")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_collections)
+    cli_users.add_collection_subcommands(s)
 
     s = sub.add_parser("migrate", help="copy a collection into the other store backend (no re-embedding)")
     s.add_argument("collection")
@@ -314,17 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("bench_args", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_bench)
 
-    s = sub.add_parser("keys", help="API keys for the HTTP API: create, list, revoke")
-    ks = s.add_subparsers(dest="keys_command", required=True)
-    k = ks.add_parser("create", help="create a key; it is printed once, as the last line")
-    k.add_argument("--name", required=True, help="a name to tell keys apart (and to revoke it by)")
-    k.add_argument("--scope", required=True, choices=["read", "admin"],
-                   help="read: models, chat, search, list collections and documents; admin: also changes and jobs")
-    k = ks.add_parser("list", help="list keys (names, scopes, first characters; never the keys)")
-    k.add_argument("--json", action="store_true")
-    k = ks.add_parser("revoke", help="revoke a key by name")
-    k.add_argument("name")
-    s.set_defaults(func=cmd_keys)
+    cli_users.add_keys_parser(sub)
+    cli_users.add_users_parser(sub)
+    cli_users.add_audit_parser(sub)
 
     s = sub.add_parser("serve", help="serve the web app and the HTTP API (/v1) on one port")
     serve_arguments(s)
