@@ -4,6 +4,7 @@ evaluation section of the Evaluate tab (ui/evaluate_answers.py) driven through i
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 from reliability_kit import FakeEmbedder
@@ -67,13 +68,18 @@ def backend(settings, fake_nim):
 def test_compare_stores_the_routers_pick_with_the_vote(backend):
     from ui import compare
 
+    backend.state.add_user("alice", "alice-password", "reader")
+    backend.state.grant("kb", "alice", as_="reader")
+    alice = SimpleNamespace(username="alice", client=SimpleNamespace(host="127.0.0.1"), headers={})
     opts = [o for o in compare.contestants(backend.live_catalog()) if o.key in ("fake/model", "fake/big")]
     outs = list(compare.run_compare(backend, "How long do cats sleep?", "kb", "hybrid", 3,
-                                    [o.key for o in opts], False, 32, opts))
+                                    [o.key for o in opts], False, 32, opts, request=alice))
     state = outs[-1][-1]
     assert state["router"]["route"] in ("speed", "quality", "openusd")
-    compare.vote(backend, "A", state, opts)
-    stored = backend.arena.votes()[0].meta["router"]
+    compare.vote(backend, "A", state, opts, request=alice)
+    vote = backend.arena.votes()[0]
+    stored = vote.meta["router"]
+    assert vote.voter == "alice"
     res = backend.search("kb", "How long do cats sleep?", mode="hybrid", k=3)
     route, _, _ = backend.engine.router.route("How long do cats sleep?", res.query_vector,
                                               passages=[h.chunk.text for h in res.hits])

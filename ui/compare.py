@@ -1,6 +1,10 @@
 """Compare tab: one question, one retrieval, the same chunks sent to 2-4 models whose answers stream side by
 side; blind voting into the arena, and the leaderboard with a chart and a CSV export.
 
+Every handler learns the signed-in user from ``gr.Request`` (:func:`ui.session.user_of`): the comparison checks
+the right to read the collection on the server before retrieving, and a vote records its voter (only the user who
+ran the comparison may vote on it). The leaderboard can be narrowed to one collection's votes.
+
 A *contestant* is a catalog model with optional sampling overrides. Offline, the embedded model is set
 against itself with livelier sampling (``<id>@creative``), so the arena works with no endpoint at all.
 """
@@ -25,6 +29,7 @@ from rag.errors import user_message
 
 from .chat import whole_number
 from .render import esc, leaderboard_svg, message_html, safe_markdown, sources_html
+from .session import readable_names, user_of
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,7 @@ YIELD_EVERY_S = 0.1
 VOTES = [("A", "A is better"), ("B", "B is better"), ("C", "C is best"), ("D", "D is best"),
          ("tie", "Tie"), ("bad", "Both bad")]
 CREATIVE = {"temperature": 0.9, "top_p": 0.95}
+ALL = "*"                 # the leaderboard filter's "all collections" (not a valid collection name)
 LEADERBOARD_COLUMNS = ["Rank", "Model", "Score", "95% CI", "Win rate", "Battles", "W / T / L", "All bad"]
 
 
@@ -154,7 +160,8 @@ def _outputs(state: dict, cols: list[Column], sources: str | None, status: str |
     return out
 
 
-def run_compare(backend, question, collection, mode, k, selected, blind, max_tokens, options: list[Contestant]):
+def run_compare(backend, question, collection, mode, k, selected, blind, max_tokens, options: list[Contestant],
+                request=None):
     """Generator for the Compare button (see :func:`_outputs` for what it yields)."""
     by_key = {c.key: c for c in options}
     chosen = [by_key[s] for s in (selected or []) if s in by_key]
@@ -171,6 +178,13 @@ def run_compare(backend, question, collection, mode, k, selected, blind, max_tok
         yield _outputs(state, [], None, message_html(
             "There is no collection yet: an admin can create one in the Documents tab.", "error"), False)
         return
+    try:
+        user = user_of(backend, request)
+        backend.state.require_read(user, collection)  # on the server, before anything is retrieved
+    except Exception as e:
+        yield _outputs(state, [], None, message_html(user_message(e, "The comparison"), "error"), False)
+        return
+    state["user"] = user.name
     if blind:
         random.shuffle(chosen)
     cols = [Column(c) for c in chosen]
@@ -274,11 +288,19 @@ def _small_meta(m: dict) -> dict:
     return out
 
 
-def vote(backend, outcome: str, state: dict | None, options: list[Contestant]):
-    """Record a vote; returns the same outputs as the run, plus the leaderboard values."""
+def vote(backend, outcome: str, state: dict | None, options: list[Contestant], request=None, board=ALL):
+    """Record a vote by the signed-in user; returns the same outputs as the run, plus the leaderboard values
+    (filtered by ``board``, a collection or :data:`ALL`)."""
     state = dict(state or {})
     cols = state.get("_cols") or []
-    lb = leaderboard_values(backend, options)
+    lb = leaderboard_values(backend, options, board, request=request)
+    try:
+        user = user_of(backend, request)
+    except Exception as e:
+        return [*_outputs(state, cols, None, message_html(user_message(e, "The vote"), "error"), False), *lb]
+    if state.get("user") not in (None, user.name):
+        return [*_outputs(state, cols, None, message_html(
+            "This comparison was run by another account: run a new comparison to vote.", "error"), False), *lb]
     if not state.get("done") or len(cols) < 2:
         return [*_outputs(state, cols, None, message_html("Run a comparison and wait for the answers first.",
                                                             "error"), False), *lb]
@@ -296,7 +318,7 @@ def vote(backend, outcome: str, state: dict | None, options: list[Contestant]):
     try:
         backend.arena.record_vote(
             [c.contestant.key for c in cols], outcome, blind=bool(state.get("blind")),
-            question=state.get("question", ""), collection=state.get("collection", ""),
+            question=state.get("question", ""), collection=state.get("collection", ""), voter=user.name,
             meta={"columns": state.get("columns"), "mode": state.get("mode"), "k": state.get("k"),
                   "max_tokens": state.get("max_tokens"), "router": state.get("router")})
     except Exception as e:
@@ -305,7 +327,8 @@ def vote(backend, outcome: str, state: dict | None, options: list[Contestant]):
         return [*_outputs(state, cols, None, message_html(msg, "error"), True), *lb]
     said = dict(VOTES).get(outcome, outcome)
     msg = f"Vote recorded ({said}). The models were: {names}."
-    return [*_outputs(state, cols, None, message_html(msg, "ok"), True), *leaderboard_values(backend, options)]
+    return [*_outputs(state, cols, None, message_html(msg, "ok"), True),
+            *leaderboard_values(backend, options, board, request=request)]
 
 
 def leaderboard_rows(rows: list[dict], labels: dict[str, str]) -> list[list]:
@@ -318,23 +341,35 @@ def leaderboard_rows(rows: list[dict], labels: dict[str, str]) -> list[list]:
     return out
 
 
-def leaderboard_values(backend, options: list[Contestant]):
-    """(chart HTML, table rows, CSV path for the download button, caption)."""
+def board_choices(backend, user) -> list[tuple[str, str]]:
+    """The leaderboard filter: every vote, or one collection the user may read."""
+    return [("All collections", ALL)] + [(n, n) for n in readable_names(backend, user)]
+
+
+def leaderboard_values(backend, options: list[Contestant], board=ALL, request=None):
+    """(chart HTML, table rows, CSV path for the download button, caption), over the votes on ``board`` (a
+    collection the user may read, checked on the server) or on every collection (:data:`ALL`)."""
     from rag.arena import leaderboard_csv
 
     labels = {c.key: c.label for c in options}
+    board = board or ALL
     try:
-        rows = backend.arena.leaderboard(bootstrap=200)
-        n = backend.arena.count()
+        if board != ALL:
+            backend.state.require_read(user_of(backend, request), board)
+        scope = {} if board == ALL else {"collection": board}
+        rows = backend.arena.leaderboard(bootstrap=200, **scope)
+        n = backend.arena.count(**scope)
     except Exception as e:
         return message_html(user_message(e, "The leaderboard"), "error"), None, None, ""
     csv_dir = Path(tempfile.gettempdir()) / "hybrid-rag"
     csv_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = csv_dir / f"leaderboard-{os.getpid()}.csv"
+    suffix = "" if board == ALL else "-" + board
+    csv_path = csv_dir / f"leaderboard-{os.getpid()}{suffix}.csv"
     tmp = csv_path.with_suffix(f".tmp{threading.get_ident()}")
     tmp.write_text(leaderboard_csv(rows), encoding="utf-8")
     os.replace(tmp, csv_path)
-    caption = (f"{n} vote{'s' if n != 1 else ''}. Scores: Bradley-Terry on the Elo scale (1000 = average), "
+    where = "" if board == ALL else f" on {board}"
+    caption = (f"{n} vote{'s' if n != 1 else ''}{esc(where)}. Scores: Bradley-Terry on the Elo scale (1000 = average), "
                "95% bootstrap intervals over votes; win rate counts ties as half.")
     return leaderboard_svg(rows, labels), leaderboard_rows(rows, labels) or None, str(csv_path), caption
 
@@ -396,6 +431,8 @@ def build(backend) -> dict:
 
     gr.Markdown("## Leaderboard")
     chart0, table0, csv0, caption0 = leaderboard_values(backend, options)
+    board = gr.Dropdown([("All collections", ALL)], value=ALL, label="Votes on", elem_id="lb-collection",
+                        allow_custom_value=False, scale=0, min_width=260)
     caption = gr.Markdown(caption0, elem_classes=["hr-hint"], elem_id="lb-caption")
     chart = gr.HTML(chart0, elem_id="lb-chart", js_on_load=None)
     table = gr.Dataframe(value=table0, headers=LEADERBOARD_COLUMNS, interactive=False, datatype="str",
@@ -406,8 +443,9 @@ def build(backend) -> dict:
         download = gr.DownloadButton("Download CSV", value=csv0, size="sm", elem_id="lb-csv")
     run_outputs = [*col_parts, sources, status, *vote_btns, state]
 
-    def _run(q, c, m, kk, sel, b, mt):  # the contestants as they are now: a local NIM may have come or gone
-        yield from run_compare(backend, q, c, m, kk, sel, b, mt, model_choices(backend)[1])
+    def _run(q, c, m, kk, sel, b, mt, request: gr.Request):  # the contestants as they are now (a local NIM
+        yield from run_compare(backend, q, c, m, kk, sel, b, mt, model_choices(backend)[1],  # may come or go)
+                               request=request)
 
     ev_run = run.click(_run, [question, collection, mode, k, picks, blind, max_tokens], run_outputs,
                        concurrency_limit=2, concurrency_id="compare", show_progress="hidden")
@@ -415,10 +453,28 @@ def build(backend) -> dict:
                              concurrency_limit=2, concurrency_id="compare", show_progress="hidden")
     stop.click(None, None, None, cancels=[ev_run, ev_sub])
     lb_outputs = [chart, table, download, caption]
+
+    def _voter(key):
+        def _vote(st, b, request: gr.Request):
+            return vote(backend, key, st, model_choices(backend)[1], request=request, board=b)
+        return _vote
+
     for (key, _label), btn in zip(VOTES, vote_btns):
-        btn.click(lambda st, _k=key: vote(backend, _k, st, model_choices(backend)[1]), [state],
-                  [*run_outputs, *lb_outputs],
-                  concurrency_limit=4, concurrency_id="vote")
-    refresh.click(lambda: leaderboard_values(backend, model_choices(backend)[1]), None, lb_outputs)
-    return {"collection": collection, "models": picks,
-            "leaderboard": (lambda: leaderboard_values(backend, model_choices(backend)[1]), lb_outputs)}
+        btn.click(_voter(key), [state, board], [*run_outputs, *lb_outputs], concurrency_limit=4,
+                  concurrency_id="vote")
+
+    def _board(b, request: gr.Request):
+        return leaderboard_values(backend, model_choices(backend)[1], b, request=request)
+
+    def _on_load(request: gr.Request):
+        """On page load: the filter lists the collections this user may read; the board shows every vote."""
+        try:
+            choices = board_choices(backend, user_of(backend, request))
+        except Exception:  # noqa: BLE001 - not signed in: only "all"
+            choices = [("All collections", ALL)]
+        return (gr.update(choices=choices, value=ALL),
+                *leaderboard_values(backend, model_choices(backend)[1], ALL, request=request))
+
+    refresh.click(_board, [board], lb_outputs)
+    board.input(_board, [board], lb_outputs)
+    return {"collection": collection, "models": picks, "leaderboard": (_on_load, [board, *lb_outputs])}
