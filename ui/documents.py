@@ -213,17 +213,20 @@ def views(backend, request, name):
 
 
 def create_collection(backend, request, name):
+    from rag.store import validate_name
+
     name = (name or "").strip()
-    user = None
+    user, valid = None, False
     try:
         user = user_of(backend, request)
         backend.state.require_create(user)
         if not name:
             raise InvalidInput("Type a name for the new collection first.")
+        valid = bool(validate_name(name))
         backend.create_collection(name)
         backend.state.set_owner(name, user)
     except Exception as e:
-        if user is not None and name:
+        if user is not None and name and (valid or isinstance(e, PermissionError)):  # not for a mistyped name
             auth.audit(backend, user, "collection.create", collection=name[:64], result=auth.outcome(e), detail=str(e))
         return message_html(user_message(e, "Creating the collection"), "error"), *(gr.skip(),) * 5
     auth.audit(backend, user, "collection.create", collection=name)
