@@ -79,6 +79,10 @@ class Arena:
     """The votes, in the state database's ``votes`` table; safe to share between threads and processes."""
 
     def __init__(self, state):
+        if isinstance(state, (str, Path)):   # the old Arena(<data_dir>/arena.sqlite): that data directory's state
+            from .state import open_state_at
+
+            state = open_state_at(Path(state).parent)
         self.state = state
 
     @classmethod

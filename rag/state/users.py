@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from . import models as m
 from .errors import AuthError, StateError
@@ -132,12 +133,17 @@ class UsersMixin:
 
     def _insert_user(self, name: str, role: str, digest: str | None) -> User:
         now = self.clock()
-        with self._tx(write=True) as c:
-            if c.execute(select(m.users.c.name).where(m.users.c.name_key == name.lower())).first() is not None:
-                raise StateError(f"A user named {name!r} exists already: pick another name, or change theirs with "
-                                 f"`hybrid-rag users set-role {name} ROLE` / `users reset-password {name}`.")
-            uid = c.execute(insert(m.users).values(name=name, name_key=name.lower(), role=role, password_hash=digest,
-                                                   created_at=now, updated_at=now)).inserted_primary_key[0]
+        exists = StateError(f"A user named {name!r} exists already: pick another name, or change theirs with "
+                            f"`hybrid-rag users set-role {name} ROLE` / `users reset-password {name}`.")
+        try:
+            with self._tx(write=True) as c:
+                if c.execute(select(m.users.c.name).where(m.users.c.name_key == name.lower())).first() is not None:
+                    raise exists
+                uid = c.execute(insert(m.users).values(name=name, name_key=name.lower(), role=role,
+                                                       password_hash=digest, created_at=now,
+                                                       updated_at=now)).inserted_primary_key[0]
+        except IntegrityError:   # added by another process at the same moment
+            raise exists from None
         return User(int(uid), name, role)
 
     def _admin_count(self, c) -> int:
@@ -257,6 +263,14 @@ class UsersMixin:
         return _user(row)
 
     def _fail(self, subjects: list[str], now: float) -> None:
+        for attempt in range(3):
+            try:
+                return self._count_failure(subjects, now)
+            except IntegrityError:   # another process counted the first failure of a subject at the same moment
+                if attempt == 2:
+                    raise
+
+    def _count_failure(self, subjects: list[str], now: float) -> None:
         with self._tx(write=True) as c:
             c.execute(delete(m.throttle).where(m.throttle.c.locked_until < now,
                                                m.throttle.c.window_start < now - FAILURE_WINDOW_S))
