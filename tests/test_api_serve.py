@@ -77,8 +77,13 @@ def served(tmp_path_factory, hybrid_rag_bin):
 
 def test_one_port_serves_the_web_app_and_the_api(served):
     url = served["url"]
-    page = httpx.get(url + "/", timeout=10)
-    assert page.status_code == 200 and "<html" in page.text.lower()
+    page = httpx.get(url + "/", timeout=10, follow_redirects=True)  # signed out: the sign-in page
+    assert page.status_code == 200 and page.url.path == "/login" and "<html" in page.text.lower()
+    with httpx.Client(timeout=10) as browser:  # the API's user signs in to the web app on the same port
+        r = browser.post(url + "/login", data={"username": "ci", "password": "serve-test-pw-1", "next": "/"})
+        assert r.status_code == 303, r.text
+        page = browser.get(url + "/")
+        assert page.status_code == 200 and "<html" in page.text.lower()
     assert httpx.get(url + "/healthz").json() == {"status": "ok"}
     assert "/v1/chat/completions" in httpx.get(url + "/openapi.json").json()["paths"]
     assert httpx.get(url + "/v1/models").status_code == 401
