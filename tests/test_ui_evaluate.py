@@ -1,28 +1,32 @@
-"""The Evaluate tab's handlers, driven directly (no browser): a real collection, embedder and saved runs."""
+"""The Evaluate tab's handlers, driven directly (no browser): a real collection, embedder and saved runs, and
+signed-in users of a real state database (an editor ingests a corpus; a reader evaluates what they may read)."""
+import html
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from rag.engine import Engine
-from ui import auth, evaluate
+from ui import evaluate
 from ui.backend import Backend
 
-PW = "pw-for-tests"
 SAMPLE = Path(__file__).parent / "data" / "scifact_sample"
 
 
-@pytest.fixture(autouse=True)
-def _admin(monkeypatch):
-    monkeypatch.setenv("HYBRID_RAG_ADMIN_PASSWORD", PW)
-    auth.reset_throttle()
-    yield
-    auth.reset_throttle()
+def req(name):
+    return SimpleNamespace(username=name, client=SimpleNamespace(host="127.0.0.1"), headers={})
+
+
+ED, RITA = req("ed"), req("rita")
 
 
 @pytest.fixture
 def backend(settings, embedder):
-    return Backend(settings, engine=Engine(settings, embedder=embedder))
+    b = Backend(settings, engine=Engine(settings, embedder=embedder))
+    b.state.add_user("ed", "ed-password", "editor")
+    b.state.add_user("rita", "rita-password", "reader")
+    return b
 
 
 @pytest.fixture
@@ -49,20 +53,22 @@ def _no_progress(*a, **k):
     pass
 
 
-def _run(backend, files, collection=None, new_name="sf-eval", password=PW, presets=("sparse", "hybrid"),
+def _run(backend, files, collection=None, new_name="sf-eval", request=ED, presets=("sparse", "hybrid"),
          extra="", limit=0):
-    return list(evaluate.run_live(backend, [str(f) for f in files], collection, new_name, "admin", password,
+    return list(evaluate.run_live(backend, request, [str(f) for f in files], collection, new_name,
                                   list(presets), extra, limit, progress=_no_progress))
 
 
 def test_evaluate_ingests_runs_saves_drills_down_and_compares(backend, beir):
     files = [beir / "queries.jsonl", beir / "qrels.tsv", beir / "corpus.jsonl"]
-    refused = _run(backend, files, password="wrong")[-1]
-    assert "Wrong admin user name or password" in refused[0] and "sf-eval" not in backend.collection_names()
+    refused = _run(backend, files, request=RITA)[-1]  # a reader may not ingest a corpus
+    assert "only editors and admins create collections" in refused[0] and "sf-eval" not in backend.collection_names()
 
     out = _run(backend, files, extra="hybrid-rrf-k50")[-1]
     msg, table, ndcg, recall, query, run_id, exports, cfg, saved, cmp_a, cmp_b = out
     assert "5 judged queries" in msg and "sf-eval" in backend.collection_names()
+    assert backend.state.collection_rights("sf-eval")["owner"] == "ed"  # the editor who ingested it owns it
+    assert [e["action"] for e in backend.state.audit_log(actor="ed")] == ["eval.ingest"]
     assert [r[0] for r in table] == ["sparse", "hybrid", "hybrid-rrf-k50"]
     assert all(0.5 <= r[1] <= 1.0 and r[7] == 5 for r in table)
     assert set(ndcg["configuration"]) == {"sparse", "hybrid", "hybrid-rrf-k50"} and list(ndcg["k"][:3]) == [1, 2, 3]
@@ -75,22 +81,31 @@ def test_evaluate_ingests_runs_saves_drills_down_and_compares(backend, beir):
 
     # the per-query view: the query (escaped), its judged documents with grades and each configuration's rank
     qid = query["value"]
-    html, rows = evaluate.drill(backend, run_id, qid)
-    assert "<img" not in html and "&lt;img src=x" in html
+    shown, rows = evaluate.drill(backend, ED, run_id, qid)
+    assert "<img" not in shown and "&lt;img src=x" in shown
     assert list(rows.columns) == ["Document", "Grade", "sparse", "hybrid", "hybrid-rrf-k50"]
     assert rows["Grade"].iloc[0] == 2 and str(rows["hybrid"].iloc[0]).isdigit()
 
-    # a second run on the same collection without a corpus (no admin needed), then the regression view
-    out2 = _run(backend, [beir / "queries.jsonl", beir / "qrels.tsv"], collection="sf-eval", password="",
+    # rita may not read sf-eval: she cannot evaluate it, see its runs, open them or drill into them
+    assert "'rita' may not read" in html.unescape(_run(backend, [beir / "queries.jsonl", beir / "qrels.tsv"],
+                                                        collection="sf-eval", request=RITA)[-1][0])
+    assert evaluate.saved_choices(backend, backend.state.get_user("rita")) == []
+    assert "may not read" in html.unescape(evaluate.run_views(backend, RITA, run_id)[0])
+    assert "may not read" in html.unescape(evaluate.drill(backend, RITA, run_id, qid)[0])
+    assert "may not read" in html.unescape(evaluate.compare_runs(backend, RITA, run_id, run_id, "sparse")[0])
+
+    # once she may read it, a second run on it without a corpus (no other right needed), then the regression view
+    backend.state.grant("sf-eval", "rita", "reader")
+    out2 = _run(backend, [beir / "queries.jsonl", beir / "qrels.tsv"], collection="sf-eval", request=RITA,
                 presets=["sparse", "dense"])[-1]
     run2 = out2[5]
     assert [r[0] for r in out2[1]] == ["sparse", "dense"] and run2 != run_id
     assert {v for _, v in out2[8]["choices"]} == {run_id, run2}
-    cmp_html, cmp_rows, cmp_csv = evaluate.compare_runs(backend, run_id, run2, "sparse")
+    cmp_html, cmp_rows, cmp_csv = evaluate.compare_runs(backend, RITA, run_id, run2, "sparse")
     assert "0 worse" in cmp_html and len(cmp_rows) == 5 and Path(cmp_csv).read_text().startswith("query_id,")
-    cmp_html, _, _ = evaluate.compare_runs(backend, run_id, run2, "hybrid")
+    cmp_html, _, _ = evaluate.compare_runs(backend, RITA, run_id, run2, "hybrid")
     assert "no configuration &#x27;hybrid&#x27;" in cmp_html
-    reopened = evaluate.run_views(backend, run_id)
+    reopened = evaluate.run_views(backend, RITA, run_id)
     assert reopened[1] == table
 
 
@@ -116,9 +131,9 @@ def test_hostile_inputs_get_clear_errors(backend, beir, tmp_path, monkeypatch):
                                                collection="x", extra="hybrid; rm -rf"))
     monkeypatch.setattr(backend.settings.limits, "max_file_bytes", 100)
     assert "over the" in err(_run(backend, [beir / "queries.jsonl", beir / "qrels.tsv"], collection="x"))
-    assert "Pick a saved run" in evaluate.run_views(backend, None)[0]
-    assert "not a saved run id" in evaluate.run_views(backend, "../../etc/passwd")[0]
-    assert evaluate.drill(backend, "../x", "1")[1] is None
+    assert "Pick a saved run" in evaluate.run_views(backend, ED, None)[0]
+    assert "not a saved run id" in evaluate.run_views(backend, ED, "../../etc/passwd")[0]
+    assert evaluate.drill(backend, ED, "../x", "1")[1] is None
 
 
 def test_the_tab_is_in_the_app(settings, backend):
@@ -127,3 +142,22 @@ def test_the_tab_is_in_the_app(settings, backend):
     demo, _ = build_app(settings, backend=backend)
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
     assert {"tab-evaluate", "eval-files", "eval-run", "eval-table", "eval-ndcg-plot", "eval-compare"} <= ids
+
+
+def test_stop_stops_only_your_own_evaluations(backend):
+    import threading
+
+    backend.state.add_user("root", "root-password", "admin")
+    gate = threading.Event()
+    jobs = [evaluate.JOBS.submit(lambda j: gate.wait(30) and None, owner=owner) for owner in ("ed", "rita")]
+    try:
+        assert "not signed in" in evaluate.stop_runs(backend, req("nobody-else-x"))
+        assert not any(j.cancel.is_set() for j in jobs)
+        assert "Stopping 1 evaluation" in evaluate.stop_runs(backend, RITA)
+        assert [j.cancel.is_set() for j in jobs] == [False, True]
+        assert "Stopping 1 evaluation" in evaluate.stop_runs(backend, req("root"))  # an admin stops everybody's
+        assert all(j.cancel.is_set() for j in jobs)
+    finally:
+        gate.set()
+        for j in jobs:
+            j.finished_event.wait(30)

@@ -120,7 +120,7 @@ class EvalJobs:
         """Stop the unfinished runs (only ``owner``'s when given)."""
         n = 0
         for j in list(self._jobs.values()):
-            if not j.finished and (owner is None or j.owner == owner):
+            if not j.finished and not j.cancel.is_set() and (owner is None or j.owner == owner):
                 j.cancel.set()
                 n += 1
         return n
