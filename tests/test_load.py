@@ -1,6 +1,9 @@
 """Load: 50 concurrent chat sessions plus an ingest, for 2 minutes, against the served app (its real
-retrieval and MiniLM embedder) with the fake NIM on loopback answering. Bounded in sessions and time
-(HYBRID_RAG_LOAD_SESSIONS, HYBRID_RAG_LOAD_SECONDS); traffic goes to 127.0.0.1 only.
+retrieval and MiniLM embedder) with the fake NIM on loopback answering. Every fifth session is a client of
+the HTTP API (the openai SDK, streaming) with the read key of a reader user, so each of its requests asks the
+state database for the key and the user's rights while the web sessions save their conversations there.
+Bounded in sessions and time (HYBRID_RAG_LOAD_SESSIONS, HYBRID_RAG_LOAD_SECONDS); traffic goes to 127.0.0.1
+only.
 
 Pass: 0 errors, no lost documents, stable server memory.
 """
@@ -48,6 +51,13 @@ def test_50_chat_sessions_and_an_ingest_for_two_minutes():
     admin = GradioHTTP(served.url)
     assert create_collection(admin, "load")["success"]
     assert admin_upload(admin, "load", [(f"seed-{i}.md", _doc(i)) for i in range(5)])["success"]
+    from rag.state import open_state_at
+
+    state = open_state_at(served.data)
+    state.add_user("load-reader", "load-reader-pw", "reader")
+    state.grant("load", "load-reader", "reader")
+    api_keys = {k: state.create_key(f"load-{k}", "read", "load-reader")   # one per client: each key may run
+                for k in range(SESSIONS) if k % 5 == 4}                    # api.max_generations_per_key answers
     errors = ThreadErrors()
     latencies: list[float] = []
     answers = [0]
@@ -56,7 +66,34 @@ def test_50_chat_sessions_and_an_ingest_for_two_minutes():
     deadline = [0.0]
     start_gate = threading.Barrier(SESSIONS + 2, action=lambda: deadline.__setitem__(0, time.monotonic() + SECONDS))
 
+    def api_session(k: int):
+        from openai import OpenAI
+
+        client = OpenAI(base_url=served.url + "/v1", api_key=api_keys[k], max_retries=0, timeout=180)
+        try:
+            start_gate.wait(timeout=300)
+            n = 0
+            while time.monotonic() < deadline[0]:
+                q = QUESTIONS[(k + n) % len(QUESTIONS)].format(i=k)
+                t = time.perf_counter()
+                n += 1
+                chunks = list(client.chat.completions.create(model="speed", stream=True, extra_body={
+                    "collection": "load", "top_k": 4}, messages=[{"role": "user", "content": q}]))
+                dt = time.perf_counter() - t
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                cites = (chunks[-1].model_extra or {}).get("citations") if chunks else None
+                if "Rottnest Island [1]" not in text or not cites:
+                    errors.add(f"api session {k}: bad answer {text[:120]!r}")
+                    continue
+                with lock:
+                    latencies.append(dt)
+                    answers[0] += 1
+        except Exception as e:  # noqa: BLE001
+            errors.add(f"api session {k}: {type(e).__name__}: {e}")
+
     def chat_session(k: int):
+        if k % 5 == 4:
+            return api_session(k)
         client = GradioHTTP(served.url, timeout=180)
         try:
             if not client.page_load()["success"]:
@@ -66,14 +103,14 @@ def test_50_chat_sessions_and_an_ingest_for_two_minutes():
             while time.monotonic() < deadline[0]:
                 q = QUESTIONS[(k + n) % len(QUESTIONS)].format(i=k)
                 t = time.perf_counter()
-                out = client.call("chat-input", "submit", [q, [], None, "load", "hybrid", 4, "route:speed", 0.2, 64],
-                                  timeout=180)
+                out = client.call("chat-input", "submit",   # a new conversation each time (saved for the user)
+                                  [q, [], None, "load", "hybrid", 4, "route:speed", 0.2, 64, None], timeout=180)
                 dt = time.perf_counter() - t
                 n += 1
                 if not out["success"]:
                     errors.add(f"session {k}: {out['error']}")
                     continue
-                chat, _hist, sources, meta, _box = out["data"]
+                chat, _hist, sources, meta = out["data"][:4]
                 text = chat[-1]["content"][0]["text"] if isinstance(chat[-1]["content"], list) else chat[-1]["content"]
                 if "Rottnest Island [1]" not in text or "hr-error" in meta or "hr-src" not in sources:
                     errors.add(f"session {k}: bad answer {text[:120]!r} / {meta[:200]!r}")
