@@ -518,3 +518,10 @@ def test_arena_for_data_dir_uses_the_state_database(data_dir):
     with engine.connect() as c:
         assert c.execute(text("SELECT outcome, voter FROM votes")).all() == [("tie", None)]
     engine.dispose()
+
+
+def test_first_admin_from_the_settings_password(state, settings):
+    settings.admin.username, settings.admin.password = "boss", "from the settings file"
+    admin = state.ensure_first_admin(environ={})
+    assert admin.name == "boss" and state.authenticate("boss", "from the settings file") == admin
+    assert "admin.password" in state.audit_log(action="user.first_admin")[0]["detail"]

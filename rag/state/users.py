@@ -190,8 +190,9 @@ class UsersMixin:
 
     def ensure_first_admin(self, environ=None) -> User | None:
         """With no admin yet and the first admin's password in the environment (``admin.password_env``,
-        ``HYBRID_RAG_ADMIN_PASSWORD`` by default), create the admin ``admin.username`` (``admin``) with it, or make
-        an existing user of that name admin with that password. Returns the admin made, or None."""
+        ``HYBRID_RAG_ADMIN_PASSWORD`` by default; else ``admin.password`` in the settings), create the admin
+        ``admin.username`` (``admin``) with it, or make an existing user of that name admin with that password.
+        Returns the admin made, or None (an admin exists, or no password is given)."""
         import os
 
         environ = os.environ if environ is None else environ
@@ -199,20 +200,23 @@ class UsersMixin:
             return None
         admin = self.settings_admin
         password = environ.get(admin.password_env) if admin.password_env else None
+        source = admin.password_env
+        if not password and getattr(admin, "password", None):   # the settings file's admin.password, if set
+            password, source = admin.password, "admin.password"
         if not password:
             return None
         name = admin.username
         try:
             validate_password(password)
         except StateError as e:
-            raise StateError(f"{admin.password_env}: {e}") from None
+            raise StateError(f"{source}: {e}") from None
         if self.get_user(name) is None:
             user = self.add_user(name, password, "admin")
         else:
             self.reset_password(name, password)
             user = self.set_role(name, "admin")
-        self.audit("system", "user.first_admin", detail=f"{user.name} made admin from {admin.password_env}")
-        log.warning("created the first admin %r from %s", user.name, admin.password_env)
+        self.audit("system", "user.first_admin", detail=f"{user.name} made admin from {source}")
+        log.warning("created the first admin %r from %s", user.name, source)
         return user
 
     def sso_user(self, name) -> User:
