@@ -525,3 +525,21 @@ def test_first_admin_from_the_settings_password(state, settings):
     admin = state.ensure_first_admin(environ={})
     assert admin.name == "boss" and state.authenticate("boss", "from the settings file") == admin
     assert "admin.password" in state.audit_log(action="user.first_admin")[0]["detail"]
+
+
+def test_rights_follow_the_database_not_a_stale_user_object(state, people):
+    state.add_user("root2", PW, "admin")
+    stale_admin, stale_ed = people.admin, people.ed
+    state.grant("c", "ed", as_="editor")
+    state.set_role("root", "reader")
+    state.set_role("ed", "reader")
+    assert state.access(stale_admin, "c") is None and not state.can_edit(stale_ed, "c")
+    assert state.readable(stale_admin, ["c"]) == [] and not state.can_create(stale_ed)
+    with pytest.raises(AccessDenied, match="'root' is a reader"):
+        state.require_admin(stale_admin)
+    state.remove_user("ed")
+    assert state.access(stale_ed, "c") is None and state.readable(stale_ed, ["c"]) == []
+    state.require_admin(state.get_user("root2"))
+    state.remove_user("root")
+    with pytest.raises(AccessDenied, match="no user 'root' any more"):
+        state.require_admin(stale_admin)

@@ -29,6 +29,12 @@ def validate_collection(name) -> str:
     return name
 
 
+def _current(c, user: User) -> User | None:
+    """``user`` as the database has it now (None when removed)."""
+    row = c.execute(select(m.users.c.role).where(m.users.c.id == user.id)).first()
+    return None if row is None else User(user.id, user.name, row.role)
+
+
 def _cap(user: User, right: str | None) -> str | None:
     if right in ("owner", "editor") and not user.is_editor:
         return "reader"
@@ -37,14 +43,18 @@ def _cap(user: User, right: str | None) -> str | None:
 
 class RightsMixin:
     def access(self, user, collection) -> str | None:
-        """The user's right on ``collection``: "admin", "owner", "editor", "reader" or None."""
+        """The user's right on ``collection``: "admin", "owner", "editor", "reader" or None. The role is read from
+        the database, so a role changed (or a user removed) a moment ago counts even for an old :class:`User`."""
         if user is None:
             return None
-        if user.is_admin:
-            return "admin"
-        if not isinstance(collection, str) or not _COLLECTION_RE.fullmatch(collection):
-            return None
         with self._tx() as c:
+            user = _current(c, user)
+            if user is None:
+                return None
+            if user.is_admin:
+                return "admin"
+            if not isinstance(collection, str) or not _COLLECTION_RE.fullmatch(collection):
+                return None
             rec = c.execute(select(m.collections).where(m.collections.c.name == collection)).first()
             if rec is None:
                 return None
@@ -66,6 +76,10 @@ class RightsMixin:
         return self.access(user, collection) in ("admin", "owner")
 
     def can_create(self, user) -> bool:
+        if user is None:
+            return False
+        with self._tx() as c:
+            user = _current(c, user)
         return user is not None and user.is_editor
 
     def require_read(self, user, collection) -> None:
@@ -87,8 +101,13 @@ class RightsMixin:
                                "editor, or to create it and give you the editor right.")
 
     def require_admin(self, user) -> None:
-        if user is None or not user.is_admin:
-            who = "You are not signed in" if user is None else f"{user.name!r} is a {user.role}"
+        current = None
+        if user is not None:
+            with self._tx() as c:
+                current = _current(c, user)
+        if current is None or not current.is_admin:
+            who = ("You are not signed in" if user is None else f"There is no user {user.name!r} any more"
+                   if current is None else f"{current.name!r} is a {current.role}")
             raise AccessDenied(f"{who}: this needs an admin; ask one of your admins.")
 
     def readable(self, user, names) -> list[str]:
@@ -96,9 +115,12 @@ class RightsMixin:
         names = list(names)
         if user is None:
             return []
-        if user.is_admin:
-            return names
         with self._tx() as c:
+            user = _current(c, user)
+            if user is None:
+                return []
+            if user.is_admin:
+                return names
             ok = {r.name for r in c.execute(select(m.collections.c.name).where(
                 or_(m.collections.c.public.is_(True), m.collections.c.owner_id == user.id)))}
             ok |= {r.collection for r in c.execute(select(m.grants.c.collection).where(m.grants.c.user_id == user.id))}
