@@ -32,9 +32,10 @@ QUESTION = "What is the plan for cats and salaries?"
 
 
 @pytest.fixture
-def world(settings, fake_nim):
+def world(settings, fake_nim, state_url):
     """alpha: owned by ed (editor); rob (editor) may read it. beta: owned by root (admin); rita (reader) reads
-    it, eve (editor) edits it. ada: a second admin, so root can be demoted."""
+    it, eve (editor) edits it. ada: a second admin, so root can be demoted. The state database is SQLite and,
+    in a second run, PostgreSQL (``state_url``)."""
     from api import create_app
     from rag.engine import Engine
     from ui.backend import Backend
