@@ -543,3 +543,20 @@ def test_rights_follow_the_database_not_a_stale_user_object(state, people):
     state.remove_user("root")
     with pytest.raises(AccessDenied, match="no user 'root' any more"):
         state.require_admin(stale_admin)
+
+
+def test_migrations_go_down_and_up_again(state):
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import inspect
+
+    from rag.state import db
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    with db.transaction(state.engine, write=True) as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "base")
+    assert set(inspect(state.engine).get_table_names()) <= {"alembic_version"}
+    db.upgrade(state.engine)
+    assert state.schema_revision() == db.head_revision() and state.list_users() == []
