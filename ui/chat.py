@@ -565,6 +565,7 @@ def build(backend) -> dict:
 
     clear.click(_new, None, fresh, cancels=answering, api_visibility="private")
     new.click(_new, None, fresh, cancels=answering, api_visibility="private")
+    chatbot.clear(_new, None, fresh, cancels=answering, api_visibility="private")  # its own trash icon
     conv_list.input(_open, [conv_list], [chatbot, history, sources, meta, conv, title, collection, conv_msg,
                                          export_file, confirm], cancels=answering, api_visibility="private")
     rename.click(_rename, [conv, title], [conv_msg, conv_list], api_visibility="private")
