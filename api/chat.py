@@ -21,7 +21,6 @@ import time
 import uuid
 
 from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from rag.answer import Done, Sources, Token
 from rag.catalog import ROUTES
@@ -214,7 +213,6 @@ async def chat_completions(req: ChatRequest, request: Request, svc: Service = De
                            key: Caller = Depends(read_key)):
     args = ask_arguments(req, svc)
     question = args.pop("question")
-    await run_in_threadpool(rights.check_read, svc, key, args["collection"])  # before anything is retrieved
     svc.slots.acquire(key.name)
     GENERATIONS.inc()
 
@@ -222,10 +220,14 @@ async def chat_completions(req: ChatRequest, request: Request, svc: Service = De
         svc.slots.release(key.name)
         GENERATIONS.dec()
 
+    def start():
+        rights.check_read(svc, key, args["collection"])  # the user's right, before anything is retrieved
+        return svc.engine.ask(question, **args)
+
     ans = _Answer(req.model, args["collection"])
-    try:  # Engine.ask validates and opens the collection in the pump's thread; its errors come out of pump.next()
-        pump = Pump(lambda: svc.engine.ask(question, **args), on_exit=release,
-                    urgent=lambda ev: isinstance(ev, Token))
+    try:  # the rights check, and Engine.ask's validation and opening of the collection, run in the pump's thread
+        # (no extra thread hop); their errors come out of pump.next() before any response starts
+        pump = Pump(start, on_exit=release, urgent=lambda ev: isinstance(ev, Token))
     except BaseException:
         release()
         raise
