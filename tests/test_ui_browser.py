@@ -4,7 +4,8 @@
 - Chat answers come from the fake NIM (rag/testing/fake_nim.py) on loopback, wired in as the `local` endpoint
   through its base-URL variable, so they stream at a known pace and cite [1]. The comparison uses the real
   embedded SmolLM2 model (offline default: it against its creative-sampling twin), with tiny budgets.
-- The tests share one server and run in file order: upload, chat, compare, then the non-admin checks.
+- The tests share one server and run in file order: upload, chat, compare, then the reader's refusals. The
+  server creates its first admin from HYBRID_RAG_ADMIN_PASSWORD; each page signs in through the sign-in form.
 """
 from __future__ import annotations
 
@@ -13,11 +14,19 @@ import re
 from pathlib import Path
 
 import pytest
-from reliability_kit import CHROMIUM, launch_chromium, serve
+from reliability_kit import (
+    ADMIN_USER,
+    CHROMIUM,
+    add_user,
+    launch_chromium,
+    serve,
+    sign_in,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PASSWORD = "browser-test-pw"
+READER = ("reader1", "reader1-password")
 SHOTS = Path(os.environ.get("HYBRID_RAG_SHOTS", "")) if os.environ.get("HYBRID_RAG_SHOTS") else None
 FACT_DOC = ("# Heron project\n\nThe heron project codename is BLUEHERON. It was started in 2019 by the "
             "wetlands team to count wading birds with acoustic sensors.\n\n"
@@ -52,9 +61,9 @@ def nim_server():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, nim_server):
     nim, url_env = nim_server
-    s = serve(tmp_path_factory.mktemp("served"), {"HYBRID_RAG_ADMIN_PASSWORD": PASSWORD, url_env: nim.base_url},
-              starter=True)
-    yield {"url": s.url + "/", "data": s.data, "log": s.log}
+    s = serve(tmp_path_factory.mktemp("served"), {url_env: nim.base_url}, starter=True, admin_password=PASSWORD)
+    add_user(s.data, *READER, "reader")
+    yield {"url": s.url + "/", "base": s.url, "data": s.data, "log": s.log}
     s.stop()
 
 
@@ -66,15 +75,28 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser, server):
+def _page(browser, server, user, password):
     ctx = browser.new_context(viewport={"width": 1400, "height": 950})
     pg = ctx.new_page()
     dialogs = []
     pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    pg.goto(server["url"])
-    pg.wait_for_selector("#chat-input textarea", timeout=60_000)
+    sign_in(pg, server["base"], user, password)
     pg.dialogs = dialogs
+    return ctx, pg
+
+
+@pytest.fixture
+def page(browser, server):
+    """The app, signed in as the admin."""
+    ctx, pg = _page(browser, server, ADMIN_USER, PASSWORD)
+    yield pg
+    ctx.close()
+
+
+@pytest.fixture
+def reader_page(browser, server):
+    """The app, signed in as a reader (the starter collection is public: they may read it)."""
+    ctx, pg = _page(browser, server, *READER)
     yield pg
     ctx.close()
 
@@ -106,7 +128,6 @@ def test_first_run_builds_the_starter_collection(server, page):
 def test_admin_uploads_a_document(server, page, tmp_path):
     _tab(page, "Documents")
     before = _doc_count(server)
-    page.fill("#admin-password input", PASSWORD)
     doc = tmp_path / "heron.md"
     doc.write_text(FACT_DOC)
     _upload(page, doc)
@@ -208,31 +229,44 @@ def test_blind_comparison_vote_and_leaderboard(server, page):
     _shot(page, "compare-voted")
 
 
-def test_non_admin_cannot_upload_or_delete(server, page, tmp_path):
+def _wait_for_audit(server, actor: str, action: str, result: str, timeout: float = 30.0) -> None:
+    import time
+
+    from rag.state import open_state_at
+
+    state = open_state_at(server["data"])
+    deadline = time.monotonic() + timeout
+    while not any(e["result"] == result for e in state.audit_log(actor=actor, action=action)):
+        assert time.monotonic() < deadline, f"no {action} {result} by {actor} in the audit log"
+        time.sleep(0.3)
+
+
+def test_a_reader_cannot_upload_or_delete(server, reader_page, tmp_path):
+    page = reader_page
     _tab(page, "Documents")
+    assert page.input_value("#docs-collection input") == "hybrid-rag-docs"  # public: they may read it
+    assert "you may read it" in page.inner_text("#docs-summary")
     before = _doc_count(server)
     doc = tmp_path / "intruder.md"
     doc.write_text("# Intruder\n\nThis must not be indexed.")
-    for password, expected in (("", "sign in"), ("wrong-password", "Wrong admin user name or password")):
-        page.fill("#admin-password input", password)
-        _upload(page, doc)
-        page.wait_for_selector(f"#docs-msg .hr-msg-error:has-text('{expected}')", timeout=30_000)
-        assert "upload files" in page.inner_text("#docs-msg")
+    _upload(page, doc)
+    page.wait_for_selector("#docs-msg .hr-msg-error:has-text('may not change collection')", timeout=30_000)
     assert _doc_count(server) == before
     assert "intruder.md" not in page.inner_text("#docs-table")
-    page.fill("#admin-password input", "")
-    page.click("#cancel-ingest")
-    page.wait_for_selector("#docs-msg .hr-msg-error:has-text('cancel an upload')", timeout=30_000)
-    page.click("#delete-doc")
-    page.wait_for_selector("#docs-msg .hr-msg-error:has-text('delete a document')", timeout=30_000)
-    assert "sign in" in page.inner_text("#docs-msg")
+    # the same refusal text follows for cancel and delete, so the server's audit log says each was refused
+    for button, action in (("#cancel-ingest", "upload.cancel"), ("#delete-doc", "document.delete")):
+        page.click(button)
+        _wait_for_audit(server, READER[0], action, "denied")
+    assert "may not change collection" in page.inner_text("#docs-msg")
     assert _doc_count(server) == before
     page.fill("#new-collection textarea", "sneaky")
     page.click("#create-collection")
-    page.wait_for_selector("#docs-msg .hr-msg-error:has-text('create a collection')", timeout=30_000)
+    page.wait_for_selector("#docs-msg .hr-msg-error:has-text('only editors and admins create collections')",
+                           timeout=30_000)
     from rag.store import list_collections
 
     assert "sneaky" not in [c["name"] for c in list_collections(server["data"])]
+    assert page.get_by_role("tab", name="Admin").count() == 0
     _shot(page, "documents-refused")
 
 
@@ -246,4 +280,4 @@ def test_file_serving_is_limited_to_gradio_uploads(server):
                 status = r.status
         except urllib.error.HTTPError as e:
             status = e.code
-        assert status in (403, 404), (target, status)
+        assert status in (401, 403, 404), (target, status)  # not signed in: 401 before anything else
