@@ -1,16 +1,18 @@
 """The Evaluate tab in headless Chromium: the real app (`hybrid-rag serve`), a BEIR set uploaded with its corpus
-(ingested into a new collection by an admin), an evaluation run, the metrics table seen in the page."""
+(ingested into a new collection by a signed-in editor, who then owns it), an evaluation run, the metrics table seen
+in the page."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
-from reliability_kit import CHROMIUM, launch_chromium, serve
+from reliability_kit import CHROMIUM, add_user, launch_chromium, serve, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PASSWORD = "browser-eval-pw"
+EDITOR = ("evaluator", "evaluator-password")
 SAMPLE = Path(__file__).parent / "data" / "scifact_sample"
 
 if not Path(CHROMIUM).exists():
@@ -37,8 +39,9 @@ def _small_set(d: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = serve(tmp_path_factory.mktemp("served-eval"), {"HYBRID_RAG_ADMIN_PASSWORD": PASSWORD})  # --no-starter
-    yield {"url": s.url + "/", "data": s.data, "log": s.log}
+    s = serve(tmp_path_factory.mktemp("served-eval"), admin_password=PASSWORD)  # --no-starter
+    add_user(s.data, *EDITOR, "editor")
+    yield {"url": s.url + "/", "base": s.url, "data": s.data, "log": s.log}
     s.stop()
 
 
@@ -48,13 +51,11 @@ def test_evaluate_tab_runs_a_beir_set_and_shows_the_table(server, tmp_path):
         browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 950})
-            page.goto(server["url"])
+            sign_in(page, server["base"], *EDITOR)
             page.get_by_role("tab", name="Evaluate").click()
             page.set_input_files("#eval-files input[type=file]", [str(f) for f in files])
             for f in files:
                 page.wait_for_selector(f"#eval-files td.filename[aria-label='{f.name}']", timeout=30_000)
-            page.get_by_text("With a corpus: ingest into a new collection (admin)").click()
-            page.fill("#eval-password input", PASSWORD)
             page.click("#eval-run")
             page.wait_for_selector("#eval-msg .hr-msg-ok", timeout=180_000)
             msg = page.inner_text("#eval-msg")
@@ -67,5 +68,8 @@ def test_evaluate_tab_runs_a_beir_set_and_shows_the_table(server, tmp_path):
             assert page.evaluate("window.__pwned") is None  # the HTML in a query's text never ran
         finally:
             browser.close()
+    from rag.state import open_state_at
+
+    assert open_state_at(server["data"]).collection_rights("beir-eval")["owner"] == EDITOR[0]
     runs = list((server["data"] / "eval-runs").iterdir())
     assert len(runs) == 1 and {p.name for p in runs[0].glob("*.run")} == {"sparse.run", "dense.run", "hybrid.run"}

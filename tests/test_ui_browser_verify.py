@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from reliability_kit import CHROMIUM, launch_chromium, serve
+from reliability_kit import ADMIN_USER, CHROMIUM, launch_chromium, serve, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -25,6 +25,7 @@ UNSUPPORTED = ('The project is funded by a Martian space agency <img src=x onerr
                "since 1850 [1].")
 UNCITED = "Herons were counted by orbiting satellites every single winter."
 ANSWER_TOKENS = [SUPPORTED + " ", UNSUPPORTED + " ", UNCITED]
+ADMIN_PW = "browser-verify-pw"
 
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
@@ -53,8 +54,8 @@ def server(tmp_path_factory, hybrid_rag_bin, nim):
     subprocess.run([hybrid_rag_bin, "ingest", "-c", "herons", "-q", str(root / "heron.md")], cwd=str(root),
                    env={**env, "HYBRID_RAG_DATA": str(root / "data"), "HF_HUB_OFFLINE": "1"},
                    check=True, capture_output=True, timeout=300)
-    s = serve(root, extra)  # --no-starter: the collection above is the only one
-    yield {"url": s.url + "/", "log": s.log}
+    s = serve(root, extra, admin_password=ADMIN_PW)  # --no-starter: the collection above is the only one
+    yield {"url": s.url + "/", "base": s.url, "log": s.log}
     s.stop()
 
 
@@ -65,8 +66,7 @@ def page(server):
         pg = browser.new_page(viewport={"width": 1400, "height": 950})
         dialogs = []
         pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        pg.goto(server["url"])
-        pg.wait_for_selector("#chat-input textarea", timeout=60_000)
+        sign_in(pg, server["base"], ADMIN_USER, ADMIN_PW)  # the collection made on the command line: admins only
         pg.dialogs = dialogs
         yield pg
         browser.close()
