@@ -180,6 +180,8 @@ class Engine:
             rerank = _rerank_of(retrieval.hits) if self.settings.rerank.enabled else None
         yield Retrieved(retrieval)
         router = self.router if route == "auto" and not model else None
+        if router is not None and retrieval.query_vector is None:  # sparse-only search did not embed the query
+            retrieval = dataclasses.replace(retrieval, query_vector=self.embedder.encode_queries([question])[0])
         sent, parts, done = [], [], None
         events = answer(question, retrieval.hits, history=history, route=route, model=model, params=params,
                         query_vector=retrieval.query_vector, retrieval_ms=retrieval.retrieval_ms,

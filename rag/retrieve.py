@@ -39,7 +39,7 @@ MODES = ("sparse", "dense", "hybrid")
 @dataclass
 class RetrievalResult:
     hits: list[Hit]
-    query_vector: np.ndarray | None  # the normalised query embedding, kept for the router
+    query_vector: np.ndarray | None  # the normalised query embedding, kept for the router (None: sparse mode)
     retrieval_ms: float
     mode: str
     timings: dict = field(default_factory=dict)
@@ -83,8 +83,11 @@ class Retriever:
         timings = {}
         dense_rows, dense_scores = [], np.zeros(0)
         sparse_rows, sparse_scores = [], np.zeros(0)
-        # embedded in every mode: the router reuses this vector, so routing costs no extra model call
-        qvec = self.embedder.encode_queries([query])[0] if query_vector is None else query_vector
+        # sparse-only search never embeds the query (query_vector stays None; Engine embeds it for the router
+        # only when the auto router runs); dense and hybrid embed it once and the router reuses it
+        qvec = query_vector
+        if qvec is None and mode != "sparse":
+            qvec = self.embedder.encode_queries([query])[0]
         timings["embed_ms"] = (time.perf_counter() - t0) * 1000
         if mode in ("dense", "hybrid"):
             t = time.perf_counter()
