@@ -36,6 +36,9 @@ except ImportError:  # pragma: no cover - depends on the install
     NUMBA_AVAILABLE = False
 
 BACKENDS = ("auto", "numba", "numpy")
+# a query whose posting lists hold at least this many entries per row of the collection is scored by one
+# sequential pass over every row instead of over the rows it touches (see _score_topk_py)
+DENSE_PASS_SHARE = 0.25
 
 
 @lru_cache(maxsize=8)
@@ -160,27 +163,45 @@ def _kernel():
     return _KERNEL
 
 
-def _score_topk_py(data, indices, indptr, qids, k, acc, seen, touched, out_rows, out_scores, extra, extra_out):
+def _score_topk_py(data, indices, indptr, qids, k, acc, touched, out_rows, out_scores, extra, extra_out, dense):
     """Top-k by a heap, plus the scores of the ``extra`` rows and the sum and sum of squares of every
-    row's score (untouched rows score 0), all in one pass. Returns (heap size, sum, sum of squares)."""
-    # 1. accumulate the query terms' postings, remembering which rows were touched
+    row's score (untouched rows score 0), all in one pass. Returns (heap size, sum, sum of squares).
+
+    Two ways through the rows, same result: ``dense`` (a query whose posting lists cover a good share of the
+    collection, i.e. common terms: the p95 queries) adds the postings into ``acc`` and then scans every row in
+    order, which is sequential memory access; otherwise the rows the postings touch are listed in ``touched``
+    as they are first seen, and only they are visited. Every posting value is >= 0 (the methods this kernel
+    serves), and a row is touched when its score first becomes positive (``acc`` back at 0 marks it unseen)."""
+    # 1. accumulate the query terms' postings
     nt = 0
-    for q in qids:
-        for j in range(indptr[q], indptr[q + 1]):
-            d = indices[j]
-            if seen[d] == 0:
-                seen[d] = 1
-                touched[nt] = d
-                nt += 1
-            acc[d] += data[j]
+    if dense:
+        for q in qids:
+            for j in range(indptr[q], indptr[q + 1]):
+                acc[indices[j]] += data[j]
+        nt = acc.shape[0]
+    else:
+        for q in qids:
+            for j in range(indptr[q], indptr[q + 1]):
+                v = data[j]
+                if v > 0:
+                    d = indices[j]
+                    if acc[d] == 0:
+                        touched[nt] = d
+                        nt += 1
+                    acc[d] += v
     # 2. keep the k best positive rows in a min-heap (worst at the root): lower score is worse,
-    #    and on equal scores the higher row is worse
+    #    and on equal scores the higher row is worse; the moments on the way
     size = 0
+    s1 = 0.0
+    s2 = 0.0
     for i in range(nt):
-        d = touched[i]
+        d = touched[i] if not dense else i
         s = acc[d]
         if s <= 0:
             continue
+        v = float(s)
+        s1 += v
+        s2 += v * v
         if size < k:
             pos = size
             size += 1
@@ -212,18 +233,14 @@ def _score_topk_py(data, indices, indptr, qids, k, acc, seen, touched, out_rows,
                 out_scores[pos], out_rows[pos] = cs, cr
                 pos = c
             out_scores[pos], out_rows[pos] = s, d
-    # 3. the extra rows' scores, the score moments, then reset the scratch arrays (only the touched rows)
+    # 3. the extra rows' scores, then reset the scratch array (only the touched rows, or all of it)
     for i in range(extra.shape[0]):
         extra_out[i] = acc[extra[i]]
-    s1 = 0.0
-    s2 = 0.0
-    for i in range(nt):
-        d = touched[i]
-        v = float(acc[d])
-        s1 += v
-        s2 += v * v
-        acc[d] = 0
-        seen[d] = 0
+    if dense:
+        acc[:] = 0
+    else:
+        for i in range(nt):
+            acc[touched[i]] = 0
     return size, s1, s2
 
 
@@ -239,7 +256,7 @@ class _Scratch:
         with self._lock:
             if self._pool:
                 return self._pool.pop()
-        return (np.zeros(self.n, np.float32), np.zeros(self.n, np.uint8), np.zeros(self.n, np.int32))
+        return (np.zeros(self.n, np.float32), np.zeros(self.n, np.int32))
 
     def give(self, bufs) -> None:
         with self._lock:
@@ -257,6 +274,7 @@ class SparseIndex:
         self._bm25 = None
         self._scratch = None
         self.size = 0
+        self.dense_passes = 0  # queries the compiled kernel answered with its whole-collection pass
         # token ids per row, kept from a build until save() so the next version can reuse them
         self._token_ids: np.ndarray | None = None
         self._offsets: np.ndarray | None = None
@@ -367,14 +385,18 @@ class SparseIndex:
         sc = self._bm25.scores
         if self._scratch is None:
             self._scratch = _Scratch(self.size)
+        indptr = sc["indptr"]
+        postings = int((indptr[qids + 1] - indptr[qids]).sum())
+        dense = postings >= DENSE_PASS_SHARE * self.size
         bufs = self._scratch.take()
         out_rows, out_scores = np.empty(k, np.int32), np.empty(k, np.float32)
         extra_out = np.empty(len(extra), np.float32)
         try:
-            size, s1, s2 = _kernel()(sc["data"], sc["indices"], sc["indptr"], qids, k, *bufs, out_rows, out_scores,
-                                     extra, extra_out)
+            size, s1, s2 = _kernel()(sc["data"], sc["indices"], indptr, qids, k, *bufs, out_rows, out_scores,
+                                     extra, extra_out, dense)
         finally:
             self._scratch.give(bufs)
+        self.dense_passes += dense
         rows, vals = out_rows[:size].astype(np.int64), out_scores[:size]
         order = np.lexsort((rows, -vals))
         n = max(self.size, 1)
@@ -391,9 +413,10 @@ class SparseIndex:
             d = np.ones(2, np.float32)
             ip = np.array([0, 2], np.int64)
             ix = np.array([0, 1], np.int32)
-            acc, seen, touched = np.zeros(2, np.float32), np.zeros(2, np.uint8), np.zeros(2, np.int32)
-            _kernel()(d, ix, ip, np.zeros(1, np.int64), 1, acc, seen, touched, np.empty(1, np.int32),
-                      np.empty(1, np.float32), np.zeros(1, np.int64), np.empty(1, np.float32))
+            acc, touched = np.zeros(2, np.float32), np.zeros(2, np.int32)
+            for dense in (False, True):
+                _kernel()(d, ix, ip, np.zeros(1, np.int64), 1, acc, touched, np.empty(1, np.int32),
+                          np.empty(1, np.float32), np.zeros(1, np.int64), np.empty(1, np.float32), dense)
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

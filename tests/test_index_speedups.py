@@ -43,10 +43,25 @@ def test_vectorised_build_equals_bm25s_index(sample_corpus, method):
         np.testing.assert_allclose(ours.scores_for_tokens(qt), want, rtol=1e-5, atol=1e-5)
 
 
-def test_compiled_top_k_equals_numpy_top_k(sample_corpus):
+@pytest.fixture(params=["touched-rows", "whole-collection"])
+def kernel_pass(request, monkeypatch):
+    """Both ways through the compiled kernel: over the rows a query touches, and the sequential pass over
+    every row that common-term queries take (forced here for every query, or never)."""
+    import rag.sparse
+
+    monkeypatch.setattr(rag.sparse, "DENSE_PASS_SHARE", 1e18 if request.param == "touched-rows" else 0.0)
+    return request.param
+
+
+def _passes_took_effect(index, kernel_pass, queries):
+    assert index.dense_passes == (queries if kernel_pass == "whole-collection" else 0)
+
+
+@pytest.mark.parametrize("method", ["lucene", "robertson", "atire"])
+def test_compiled_top_k_equals_numpy_top_k(sample_corpus, kernel_pass, method):
     texts = _texts(sample_corpus)
-    fast = SparseIndex(backend="numba").build(texts)
-    slow = SparseIndex(backend="numpy").build(texts)
+    fast = SparseIndex(method=method, backend="numba").build(texts)
+    slow = SparseIndex(method=method, backend="numpy").build(texts)
     rng = np.random.default_rng(0)
     vocab = list(fast._bm25.vocab_dict)
     queries = [fast.tokenizer(q) for q in QUERIES] + [list(rng.choice(vocab, 4)) for _ in range(30)]
@@ -56,12 +71,13 @@ def test_compiled_top_k_equals_numpy_top_k(sample_corpus):
             r2, s2 = slow.search_tokens(qt, k)
             assert r1.tolist() == r2.tolist()
             np.testing.assert_allclose(s1, s2, rtol=1e-6)
+    _passes_took_effect(fast, kernel_pass, 3 * sum(bool(fast.query_ids(qt)) for qt in queries))
     # ties are broken by the lower row, as top_k does
     tied = SparseIndex(backend="numba").build(["alpha beta", "alpha beta", "gamma", "alpha beta"])
     assert tied.search("alpha", 2)[0].tolist() == [0, 1]
 
 
-def test_compiled_fusion_inputs_equal_the_full_score_array(sample_corpus):
+def test_compiled_fusion_inputs_equal_the_full_score_array(sample_corpus, kernel_pass):
     """The kernel's extra-row scores and score moments are what fusion would read off the full array."""
     texts = _texts(sample_corpus)
     fast = SparseIndex(backend="numba").build(texts)
@@ -79,6 +95,7 @@ def test_compiled_fusion_inputs_equal_the_full_score_array(sample_corpus):
         slow = SparseIndex(backend="numpy").build(texts).search_tokens_with(qt, 25, extra)
         np.testing.assert_allclose(slow[2], of_extra, rtol=1e-6)
         np.testing.assert_allclose(slow[3], (mean, std), rtol=1e-5, atol=1e-9)
+    _passes_took_effect(fast, kernel_pass, sum(bool(fast.query_ids(fast.tokenizer(q))) for q in QUERIES))
 
 
 def test_rebuild_from_stored_token_ids_equals_fresh_build(tmp_path, sample_corpus):
