@@ -150,6 +150,17 @@ def test_a_conversation_survives_a_restart_and_resumes(tmp_path, nim, browser):
         page.wait_for_selector("#conv-msg :text('deleted')", timeout=30_000)
         page.wait_for_function("() => document.querySelectorAll('#conv-list input').length === 0", timeout=30_000)
         assert _bot_texts(page) == [] and page.evaluate("window.__pwned") is None and not page.dialogs
+
+        page.get_by_role("tab", name="Compare").click()         # the leaderboard filter: all, or a readable one
+        page.wait_for_selector("#lb-collection input", timeout=30_000)
+        assert page.input_value("#lb-collection input") == "All collections"
+        page.click("#lb-collection input")
+        page.wait_for_selector("#lb-collection [role=option]", timeout=10_000)
+        options = page.eval_on_selector_all("#lb-collection [role=option]", "els => els.map(e => e.innerText.trim())")
+        assert [o.lstrip("✓").strip() for o in options] == ["All collections", "hybrid-rag-docs"], options
+        page.locator("#lb-collection [role=option]").filter(has_text="hybrid-rag-docs").click()
+        page.wait_for_selector("#lb-caption :text('0 votes on hybrid-rag-docs')", timeout=30_000)
+        _shot(page, "leaderboard-filter")
         ctx.close()
     finally:
         s.stop()
