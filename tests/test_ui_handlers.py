@@ -586,3 +586,20 @@ def test_the_page_load_shows_each_user_their_collections(settings, backend, kb, 
     assert tab["visible"] is True and all(sorted(u["choices"]) == ["kb", "secret"] for u in lists)
     who, tab, *lists = load.fn(NOBODY, *[None] * n)
     assert "not signed in" in who and all(u["choices"] == [] for u in lists)
+
+
+def test_serve_makes_the_first_admin_from_the_variable_or_says_how(backend, capsys):
+    from ui import serve
+
+    assert serve.ensure_admin(backend.settings, backend, environ={})
+    err = capsys.readouterr().err
+    assert "no admin account exists yet" in err and "hybrid-rag users add NAME --role admin" in err
+    assert not backend.state.has_admin()  # never a default password
+    assert not serve.ensure_admin(backend.settings, backend, environ={"HYBRID_RAG_ADMIN_PASSWORD": "short"})
+    assert "HYBRID_RAG_ADMIN_PASSWORD" in capsys.readouterr().err and not backend.state.has_admin()
+    assert serve.ensure_admin(backend.settings, backend, environ={"HYBRID_RAG_ADMIN_PASSWORD": "first-admin-pw"})
+    assert "Created the first admin account 'admin'" in capsys.readouterr().err
+    assert backend.state.authenticate("admin", "first-admin-pw").is_admin
+    assert serve.ensure_admin(backend.settings, backend, environ={"HYBRID_RAG_ADMIN_PASSWORD": "another-one-pw"})
+    assert capsys.readouterr().err == ""  # an admin exists: the variable changes nothing
+    assert backend.state.authenticate("admin", "first-admin-pw").is_admin

@@ -253,6 +253,11 @@ def install(app, settings, backend):
             log.info("sign-in refused for %r from %s: %s", name[:80], client, e)
             message = str(e)
             return await run_in_threadpool(lambda: _page(401, error=message, name=name, next_url=nxt))
+        except Exception as e:  # the state database unreachable, say: a reference to the log, not a traceback
+            from rag.errors import user_message
+
+            message = user_message(e, "Signing in")
+            return _page(503, error=message, name=name, next_url=nxt)
         log.info("signed in: %s from %s", user.name, client)
         resp = RedirectResponse(nxt, status_code=303)
         resp.set_cookie(COOKIE, token, max_age=int(settings.auth.session_max_s), path="/", httponly=True,
