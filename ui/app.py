@@ -155,7 +155,9 @@ def build_app(settings, *, backend: Backend | None = None):
             except Exception as e:
                 from rag.errors import user_message
 
-                return [user_message(e, "Checking the session"), gr.update(visible=False),
+                from .render import esc
+
+                return [esc(user_message(e, "Checking the session")), gr.update(visible=False),
                         *[gr.update(choices=[], value=None) for _ in current]]
             return [user_line(user), gr.update(visible=user.is_admin), *sync(request, *current)]
 
@@ -176,6 +178,9 @@ def build_app(settings, *, backend: Backend | None = None):
             except Exception:
                 return [gr.skip()] * len(admin_outputs)
             return admin_fn(request)
+
+        for ev in doc_parts["changed"]:  # a collection made or deleted shows in the Admin tab's lists too
+            ev.then(admin_load, None, admin_outputs, api_visibility="private")
 
         docs_fn, docs_outputs = doc_parts["docs_views"]
         model_dd = [chat_parts["route"], cmp_parts["models"]]
