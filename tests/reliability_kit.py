@@ -292,6 +292,12 @@ class GradioHTTP:
     def close(self) -> None:
         self.http.close()
 
+    @property
+    def cookie_header(self) -> dict:
+        """``{"Cookie": "hr_session=..."}`` of this client's sign-in, for raw requests made without httpx."""
+        token = self.http.cookies.get("hr_session")
+        return {"Cookie": f"hr_session={token}"} if token else {}
+
     def component_id(self, elem_id: str) -> int:
         for c in self.config["components"]:
             if c.get("props", {}).get("elem_id") == elem_id:
