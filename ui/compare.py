@@ -431,16 +431,16 @@ def build(backend) -> dict:
 
     gr.Markdown("## Leaderboard")
     chart0, table0, csv0, caption0 = leaderboard_values(backend, options)
-    board = gr.Dropdown([("All collections", ALL)], value=ALL, label="Votes on", elem_id="lb-collection",
-                        allow_custom_value=False, scale=0, min_width=260)
+    with gr.Row(equal_height=False, elem_classes=["hr-bar"]):
+        board = gr.Dropdown([("All collections", ALL)], value=ALL, label="Votes on", elem_id="lb-collection",
+                            allow_custom_value=False, scale=3, min_width=240)
+        refresh = gr.Button("Refresh", size="sm", elem_id="lb-refresh", scale=1, min_width=90)
+        download = gr.DownloadButton("Download CSV", value=csv0, size="sm", elem_id="lb-csv", scale=1, min_width=120)
     caption = gr.Markdown(caption0, elem_classes=["hr-hint"], elem_id="lb-caption")
     chart = gr.HTML(chart0, elem_id="lb-chart", js_on_load=None)
     table = gr.Dataframe(value=table0, headers=LEADERBOARD_COLUMNS, interactive=False, datatype="str",
                          elem_id="lb-table", wrap=True,
                          column_widths=["6%", "38%", "8%", "12%", "9%", "8%", "11%", "8%"])
-    with gr.Row():
-        refresh = gr.Button("Refresh", size="sm", elem_id="lb-refresh")
-        download = gr.DownloadButton("Download CSV", value=csv0, size="sm", elem_id="lb-csv")
     run_outputs = [*col_parts, sources, status, *vote_btns, state]
 
     def _run(q, c, m, kk, sel, b, mt, request: gr.Request):  # the contestants as they are now (a local NIM
