@@ -148,7 +148,8 @@ def run(args, settings) -> int:
     app = create_app(settings, backend=backend, server_name=host, server_port=port)
     if _no_keys(backend):
         print("note: the HTTP API (/v1) refuses every request until a key exists: "
-              "`hybrid-rag keys create --name NAME --scope read|admin --user USER` (a key acts as its user).", file=sys.stderr)
+              "`hybrid-rag keys create --name NAME --scope read|admin --user USER` (a key acts as its user).",
+              file=sys.stderr)
     shown = f"[{host}]" if ":" in host else host
     print(f"Serving hybrid-rag on http://{shown}:{port} (web app at /, API at /v1, docs at /docs; "
           f"data: {settings.data_dir})", file=sys.stderr, flush=True)
