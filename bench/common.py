@@ -40,6 +40,22 @@ def timed(fn, items, warmup: int = 3) -> list[float]:
     return out
 
 
+def timed_interleaved(fns: dict, items, warmup: int = 3) -> dict[str, list[float]]:
+    """Milliseconds of each ``fns[name](item)``, the functions taking turns on every item (the first one
+    rotates), so that a load that comes and goes during the run falls on all of them alike."""
+    names = list(fns)
+    for it in items[:warmup]:
+        for n in names:
+            fns[n](it)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for i, it in enumerate(items):
+        for n in names[i % len(names):] + names[:i % len(names)]:
+            t = time.perf_counter()
+            fns[n](it)
+            out[n].append((time.perf_counter() - t) * 1000)
+    return out
+
+
 @contextmanager
 def stopwatch(into: dict, key: str):
     t = time.perf_counter()

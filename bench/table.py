@@ -66,12 +66,22 @@ def _retrieval(S: dict, keys: list[str]) -> list[str]:
     depth = next((r.get("depth") for r in sizes if isinstance(r, dict)), "?")
     rb = next((_get(r, "sparse", "rank_bm25", "n") for r in sizes if _get(r, "sparse", "rank_bm25", "n")), "?")
     lat = [
-        row(f"**hybrid + query embedding ({emb}), end to end**", lambda r: pp(r["retriever"]["hybrid+embed"])),
+        row(f"**hybrid + query embedding ({emb}), end to end**", lambda r: pp(r["retriever"]["hybrid+embed"])
+            + x(r["retriever"]["hybrid+embed"].get("x_vs_previous_p50"), "{} faster than the previous path")),
+        row("hybrid + query embedding, the previous query path (batch-path embedding, touched-rows BM25 only)",
+            lambda r: pp(r["retriever"]["hybrid+embed_previous"])),
+        row("sparse-only mode, end to end (no query embedding)", lambda r: pp(r["retriever"]["sparse+embed"])
+            + x(r["retriever"]["sparse+embed"].get("x_vs_previous_p50"), "{} faster than the previous path")),
+        row("sparse-only mode, the previous path (embedded the query)",
+            lambda r: pp(r["retriever"]["sparse+embed_previous"])),
         row("**hybrid search, this app**", lambda r: pp(r["retriever"]["hybrid"])
             + x(r["retriever"]["hybrid"].get("x_vs_baseline_p50"), "{} faster than baseline")),
         row("hybrid search, baseline indexes (bm25s numpy scorer + exact IndexFlatIP)",
             lambda r: pp(r["retriever"]["hybrid_baseline"])),
         row("sparse, this app (numba posting-list top-k)", lambda r: pp(r["sparse"]["ours"])),
+        row("sparse, this app's kernel over touched rows only (every query's pass before)",
+            lambda r: pp(r["sparse"]["ours_touched_only"])
+            + x(r["sparse"]["ours_touched_only"].get("x_ours_faster_p50"), "ours {} faster")),
         row("sparse, bm25s numba backend (n_threads=1)", lambda r: pp(r["sparse"]["bm25s_numba"])
             + x(r["sparse"]["bm25s_numba"].get("x_ours_faster_p50"), "ours {} faster")),
         row("sparse, bm25s numpy backend", lambda r: pp(r["sparse"]["bm25s_numpy"])
