@@ -16,6 +16,7 @@ from rag.testing.fake_nim import Script, fake_catalog
 from ui.backend import Backend
 
 FAKE = FakeEmbedder()
+ALICE = SimpleNamespace(username="alice", client=SimpleNamespace(host="127.0.0.1"), headers={})  # as Gradio passes it
 
 
 def _vote(i, models, outcome, question="q", router=None):
@@ -62,21 +63,20 @@ def backend(settings, fake_nim):
                                         health=HealthCache()))
     b.ingest("kb", [("cats.md", b"# Cats\n\nCats sleep sixteen hours a day."),
                     ("dogs.txt", b"Dogs like long walks in the park.")])
+    b.state.add_user("alice", "alice-password", "reader")
+    b.state.grant("kb", "alice", as_="reader")
     return b
 
 
 def test_compare_stores_the_routers_pick_with_the_vote(backend):
     from ui import compare
 
-    backend.state.add_user("alice", "alice-password", "reader")
-    backend.state.grant("kb", "alice", as_="reader")
-    alice = SimpleNamespace(username="alice", client=SimpleNamespace(host="127.0.0.1"), headers={})
     opts = [o for o in compare.contestants(backend.live_catalog()) if o.key in ("fake/model", "fake/big")]
     outs = list(compare.run_compare(backend, "How long do cats sleep?", "kb", "hybrid", 3,
-                                    [o.key for o in opts], False, 32, opts, request=alice))
+                                    [o.key for o in opts], False, 32, opts, request=ALICE))
     state = outs[-1][-1]
     assert state["router"]["route"] in ("speed", "quality", "openusd")
-    compare.vote(backend, "A", state, opts, request=alice)
+    compare.vote(backend, "A", state, opts, request=ALICE)
     vote = backend.arena.votes()[0]
     stored = vote.meta["router"]
     assert vote.voter == "alice"
@@ -93,7 +93,7 @@ def test_answer_section_runs_saves_and_shows_the_arena_and_router(backend, tmp_p
     golden.write_text('{"id": "c1", "question": "How long do cats sleep?", "expected_docs": ["cats.md"], '
                       '"reference": "Cats sleep sixteen hours a day."}\n'
                       '{"id": "u1", "question": "What does a moon ticket cost?", "answerable": false}\n')
-    outs = list(ea.run_live(backend, str(golden), "kb", ["fake/model", "fake/big"], "none", 32, 0,
+    outs = list(ea.run_live(backend, ALICE, str(golden), "kb", ["fake/model", "fake/big"], "none", 32, 0,
                             progress=lambda *a, **k: None))
     msg, table, chart, judge_msg, judge_table, question, current, exports, side, saved = outs[-1]
     assert "Run " in msg and [r[0] for r in table] == ["fake/model", "fake/big"]
@@ -110,7 +110,7 @@ def test_answer_section_runs_saves_and_shows_the_arena_and_router(backend, tmp_p
     # hostile text in the golden set is escaped in the one HTML view
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "question": "<script>alert(1)</script> cats?"}\n')
-    out = list(ea.run_live(backend, str(bad), "kb", ["fake/model"], "none", 32, 0, progress=lambda *a, **k: None))
+    out = list(ea.run_live(backend, ALICE, str(bad), "kb", ["fake/model"], "none", 32, 0, progress=lambda *a, **k: None))
     info, _ = ea.question_view(out[-1][6], "x")
     assert "<script>" not in info and "&lt;script&gt;" in info
 
@@ -121,7 +121,7 @@ def test_answer_section_runs_saves_and_shows_the_arena_and_router(backend, tmp_p
     assert "recomputed from the question for 1 older" in note
     assert agree[0][:5] == ["all", 2, 2, 2, agree[0][4]]
     assert {r[0] for r in by_route} <= {"speed", "quality", "openusd"} and by_route
-    side = ea.run_views(backend, saved["value"])[-1]            # the saved run, opened again
+    side = ea.run_views(backend, ALICE, saved["value"])[-1]            # the saved run, opened again
     assert sorted(r[0] for r in side) == ["fake/big", "fake/model"] and all(r[3] == 2 for r in side)
 
 
@@ -129,7 +129,7 @@ def test_answer_section_refuses_bad_input(backend, tmp_path):
     from ui import evaluate_answers as ea
 
     def first(*args):
-        return list(ea.run_live(backend, *args, progress=lambda *a, **k: None))[-1][0]
+        return list(ea.run_live(backend, ALICE, *args, progress=lambda *a, **k: None))[-1][0]
 
     assert "Pick the collection" in first(None, "nope", ["fake/model"], "none", 32, 0)
     assert "Pick 1 to 4 models" in first(None, "kb", [], "none", 32, 0)
