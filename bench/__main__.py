@@ -49,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--scifact", default=None,
                     help="BEIR SciFact folder (default: shared/eval/scifact beside the repository, else the test sample)")
     ap.add_argument("--embed-chunks", type=int, default=384, help="chunks per set in the ingest throughput run")
+    ap.add_argument("--embed-rounds", type=int, default=1,
+                    help="ingest throughput: runs of every path, in alternating order (the mean is reported)")
     ap.add_argument("--dense-variants-size", type=int, default=100_000)
     ap.add_argument("--recall-target", type=float, default=0.95, help="recall@10 at which approximate meets exact")
     ap.add_argument("--hnsw", action=argparse.BooleanOptionalAction, default=True,
@@ -201,7 +203,7 @@ def main(argv=None) -> int:
                 if n >= 500_000 and not args.keep:
                     shutil.rmtree(data_dir / "collections" / f"bench-{n}", ignore_errors=True)
 
-        section("ingest", lambda: bembed.throughput(docs, args.embed_chunks, settings))
+        section("ingest", lambda: bembed.throughput(docs, args.embed_chunks, settings, args.embed_rounds))
 
         def ndcg():
             from .ndcg import ndcg as run
