@@ -138,7 +138,12 @@ def test_a_conversation_survives_a_restart_and_resumes(tmp_path, nim, browser):
         link.wait_for(timeout=30_000)
         _shot(page, "conversation-exported")
         href = link.get_attribute("href")
-        md = page.request.get(href if href.startswith("http") else s.url + href).text()
+        file_url = href if href.startswith("http") else s.url + href
+        md = page.request.get(file_url).text()
+        stranger = browser.new_context()                          # not signed in: the file is not served
+        r = stranger.request.get(file_url, max_redirects=0)
+        assert r.status != 200 or QUESTION not in r.text(), r.status
+        stranger.close()
         assert md.startswith(f"# {HOSTILE}") and QUESTION in md and "And how large may a file be?" in md
         assert md.count("Sources:") == 2 and ("**README.md**" in md or "**docs/" in md)
 
