@@ -1,6 +1,7 @@
 """`hybrid-rag users ...`, `collections grant|revoke|public|rights`, `keys ...` and `audit`: the state database
 from the command line. Every change is written to the audit log with the actor ``cli:<os user>``, whether it
-succeeded or was refused."""
+succeeded or was refused, under the same action names and results as in the web app and the API (``rights.grant``,
+``ok``/``denied``/``failed``)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -30,11 +31,14 @@ def _state(args):
 
 
 def _audited(state, action, fn, *, collection=None, document=None, detail=""):
-    """Run ``fn()``; audit it as ok, or as refused with the reason, and re-raise."""
+    """Run ``fn()``; audit it as ``ok``, or when refused as ``denied``/``failed`` (the web app's and the API's
+    results, :func:`rag.state.audit.outcome`) with the reason, and re-raise."""
+    from .state.audit import outcome
+
     try:
         out = fn()
     except HybridRagError as e:
-        state.audit(actor(), action, collection=collection, document=document, result="refused",
+        state.audit(actor(), action, collection=collection, document=document, result=outcome(e),
                     detail=f"{detail}: {e}" if detail else str(e))
         raise
     state.audit(actor(), action, collection=collection, document=document, detail=detail)
@@ -119,22 +123,22 @@ def cmd_collection_rights(args) -> int:
     state = _state(args)
     c, col = args.collections_command, args.collection
     if c == "grant":
-        _audited(state, "collection.grant", lambda: state.grant(col, args.user, as_=args.as_), collection=col,
+        _audited(state, "rights.grant", lambda: state.grant(col, args.user, as_=args.as_), collection=col,
                  detail=f"{args.user} as {args.as_}")
         print(f"{args.user!r} may now {'read and change' if args.as_ == 'editor' else 'read'} collection {col!r}")
     elif c == "revoke":
-        had = _audited(state, "collection.revoke", lambda: state.revoke(col, args.user), collection=col,
+        had = _audited(state, "rights.revoke", lambda: state.revoke(col, args.user), collection=col,
                        detail=args.user)
         print(f"revoked {args.user!r}'s right on {col!r}" if had else
               f"{args.user!r} had no right granted on {col!r} (nothing changed)")
     elif c == "public":
         on = args.value == "on"
-        _audited(state, "collection.public", lambda: state.set_public(col, on), collection=col,
+        _audited(state, "rights.public", lambda: state.set_public(col, on), collection=col,
                  detail="on" if on else "off")
         print(f"collection {col!r} is {'readable by every signed-in user' if on else 'no longer public'}")
     elif c == "owner":
         owner = None if args.user == "-" else args.user
-        _audited(state, "collection.owner", lambda: state.set_owner(col, owner), collection=col,
+        _audited(state, "rights.owner", lambda: state.set_owner(col, owner), collection=col,
                  detail=owner or "(nobody)")
         print(f"collection {col!r} is owned by {owner!r}" if owner else f"collection {col!r} has no owner now")
     elif c == "rights":

@@ -426,19 +426,22 @@ def test_conversations_are_per_user(state, people):
 # -- audit ----------------------------------------------------------------------------------------------------
 def test_audit_is_append_only_filterable_and_exports_csv(state, people):
     state.audit(people.admin, "user.add", detail="ann (reader)")
-    state.audit("cli:root", "collection.grant", collection="eds", detail="ann as reader")
+    state.audit("cli:root", "rights.grant", collection="eds", detail="ann as reader")
     state.audit(people.ed, "document.delete", collection="eds", document="=cmd|' /C calc'!A0", result="denied")
     log = state.audit_log()
-    assert [e["action"] for e in log] == ["document.delete", "collection.grant", "user.add"]
+    assert [e["action"] for e in log] == ["document.delete", "rights.grant", "user.add"]
     assert log[0]["actor"] == "ed" and log[0]["result"] == "denied" and log[0]["time"].endswith("+00:00")
-    assert [e["action"] for e in state.audit_log(collection="eds")] == ["document.delete", "collection.grant"]
-    assert [e["action"] for e in state.audit_log(actor="cli:root")] == ["collection.grant"]
+    assert [e["action"] for e in state.audit_log(collection="eds")] == ["document.delete", "rights.grant"]
+    assert [e["action"] for e in state.audit_log(actor="cli:root")] == ["rights.grant"]
     assert [e["action"] for e in state.audit_log(action="user.")] == ["user.add"]
-    assert [e["action"] for e in state.audit_log(limit=1, offset=1)] == ["collection.grant"]
+    assert [e["action"] for e in state.audit_log(limit=1, offset=1)] == ["rights.grant"]
     csv_text = state.audit_csv(collection="eds")
     assert csv_text.splitlines()[0] == "id,time,actor,action,collection,document,result,detail"
     assert "'=cmd" in csv_text          # a spreadsheet will not run it
     assert not [n for n in dir(state) if "audit" in n and any(w in n for w in ("delete", "update", "clear", "edit"))]
+    with pytest.raises(ValueError, match="ok, denied, failed"):   # one vocabulary of results on every path
+        state.audit("cli:root", "user.add", result="refused")
+    assert len(state.audit_log()) == 3
 
 
 # -- many writers ---------------------------------------------------------------------------------------------

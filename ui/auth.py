@@ -73,10 +73,10 @@ def audit(backend, user, action: str, *, collection=None, document=None, result:
 
 
 def outcome(e: BaseException | None) -> str:
-    """The audit ``result`` of an action that raised ``e`` (None: it worked)."""
-    if e is None:
-        return "ok"
-    return "denied" if isinstance(e, PermissionError) else "failed"
+    """The audit ``result`` of an action that raised ``e`` (None: it worked): :func:`rag.state.audit.outcome`."""
+    from rag.state.audit import outcome as _outcome
+
+    return _outcome(e)
 
 
 __all__ = ["client_of", "require_admin", "require_create", "require_delete_collection", "rights_note", "audit",

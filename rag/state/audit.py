@@ -17,6 +17,16 @@ from .users import User
 
 CSV_COLUMNS = ["id", "time", "actor", "action", "collection", "document", "result", "detail"]
 MAX_DETAIL = 4000
+RESULTS = ("ok", "denied", "failed")   # the only results an entry may have, from every path (web, API, CLI)
+
+
+def outcome(exc: BaseException | None) -> str:
+    """The audit ``result`` of an action that raised ``exc``: ``ok`` (None: it worked), ``denied`` (a right was
+    missing: :class:`PermissionError`, e.g. AccessDenied) or ``failed`` (anything else, e.g. a bad name or the
+    last admin)."""
+    if exc is None:
+        return "ok"
+    return "denied" if isinstance(exc, PermissionError) else "failed"
 
 
 def _clean(value, limit: int) -> str:
@@ -26,14 +36,17 @@ def _clean(value, limit: int) -> str:
 
 class AuditMixin:
     def audit(self, actor, action, *, collection=None, document=None, result="ok", detail="") -> int:
-        """Append one entry; ``actor`` is a :class:`User` or a label such as ``"cli:alice"`` or ``"system"``."""
+        """Append one entry; ``actor`` is a :class:`User` or a label such as ``"cli:alice"`` or ``"system"``;
+        ``result`` one of :data:`RESULTS` (:func:`outcome` maps an exception to it)."""
+        if result not in RESULTS:
+            raise ValueError(f"audit result {result!r}: use one of {', '.join(RESULTS)}")
         name = actor.name if isinstance(actor, User) else str(actor or "-")
         with self._tx(write=True) as c:
             return int(c.execute(insert(m.audit).values(
                 ts=self.clock(), actor=_clean(name, 128), action=_clean(action, 64),
                 collection=_clean(collection, 64) if collection else None,
                 document=_clean(document, 512) if document else None,
-                result=_clean(result or "ok", 32), detail=str(detail or "")[:MAX_DETAIL])).inserted_primary_key[0])
+                result=result, detail=str(detail or "")[:MAX_DETAIL])).inserted_primary_key[0])
 
     def audit_log(self, limit: int = 200, offset: int = 0, actor=None, action=None, collection=None) -> list[dict]:
         """Entries newest first: id, ts, time (UTC, ISO), actor, action, collection, document, result, detail.
@@ -78,4 +91,4 @@ def _cell(value):
     return value
 
 
-__all__ = ["AuditMixin", "CSV_COLUMNS"]
+__all__ = ["AuditMixin", "CSV_COLUMNS", "RESULTS", "outcome"]
