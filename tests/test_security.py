@@ -137,7 +137,7 @@ def test_planted_keys_never_reach_pages_responses_or_logs(server):
     served, client = server
     assert client.page_load()["success"]
     out = client.call("chat-input", "submit", ["What do the heron counts say?", [], None, "sec", "hybrid", 4,
-                                               "route:speed", 0.2, 64])
+                                               "route:speed", 0.2, 64, None])  # None: the conversation State
     assert out["success"], out
     bodies = [client.http.get(served.url + p).text for p in ("/", "/config", "/gradio_api/info")]
     bodies.append(str(out["data"]))
