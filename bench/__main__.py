@@ -46,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "bench.json"))
     ap.add_argument("--data-dir", default=None, help="where the collections are built (default: a temp dir, removed)")
     ap.add_argument("--keep", action="store_true", help="keep the data dir (and its cached reference vectors)")
+    ap.add_argument("--reuse-collections", action="store_true",
+                    help="retrieval: search a bench-N collection an earlier --keep run left in --data-dir instead of "
+                         "building it again (no build timings then)")
     ap.add_argument("--scifact", default=None,
                     help="BEIR SciFact folder (default: shared/eval/scifact beside the repository, else the test sample)")
     ap.add_argument("--embed-chunks", type=int, default=384, help="chunks per set in the ingest throughput run")

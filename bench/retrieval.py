@@ -143,6 +143,16 @@ class _PreviousQueryPath:
             rag.sparse.DENSE_PASS_SHARE = share
 
 
+def _reusable(name: str, settings, n: int) -> str | None:
+    """``--reuse-collections``: an earlier run's collection of this name and size in the data dir (built from
+    the same seeded synthesis), described, or None."""
+    try:
+        col = open_collection(name, settings)
+    except Exception:
+        return None
+    return f"{name} from an earlier run ({col.size} chunks)" if col.size == n else None
+
+
 def end_to_end(col, embedder, settings, queries: list[str]) -> dict:
     """Hybrid and sparse-only search with the configured query embedder, beside the previous query path
     (:class:`_PreviousQueryPath`), interleaved query by query so that load falls on both alike."""
@@ -172,9 +182,14 @@ def run_size(n: int, synth, queries: list[str], q_vecs: np.ndarray, settings, ar
     texts, vecs = synth.texts(n), synth.vectors(n)
     res["synth_s"] = round(time.perf_counter() - t, 2)
     name = f"bench-{n}"
-    shutil.rmtree(settings.data_dir / "collections" / name, ignore_errors=True)  # a leftover of an earlier run
-    log.info("size %d: building the collection", n)
-    res["build"] = build_collection(name, settings, texts, vecs)
+    reused = _reusable(name, settings, n) if getattr(args, "reuse_collections", False) else None
+    if reused:
+        log.info("size %d: reusing %s", n, reused)
+        res["build"] = {"reused": reused}
+    else:
+        shutil.rmtree(settings.data_dir / "collections" / name, ignore_errors=True)  # a leftover of an earlier run
+        log.info("size %d: building the collection", n)
+        res["build"] = build_collection(name, settings, texts, vecs)
     del texts
     gc.collect()
     col = open_collection(name, settings)
