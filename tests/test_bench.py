@@ -37,8 +37,11 @@ def test_quick_bench_writes_json(tmp_path):
     r = sections["retrieval_2000"]
     for mode in ("sparse", "dense", "hybrid"):
         assert r["retriever"][mode]["p50_ms"] > 0
-    for row in ("ours", "bm25s_numba", "bm25s_numpy", "rank_bm25"):
+    for row in ("ours", "ours_touched_only", "bm25s_numba", "bm25s_numpy", "rank_bm25"):
         assert r["sparse"][row]["p50_ms"] > 0, row
+    for row in ("hybrid+embed", "hybrid+embed_previous", "sparse+embed", "sparse+embed_previous"):
+        assert r["retriever"][row]["p50_ms"] > 0, row
+    assert r["retriever"]["hybrid+embed"]["x_vs_previous_p50"] > 0
     assert r["dense"]["recall@10_vs_exact"] > 0.5
     assert r["dense"]["index"]["label"] and r["dense"]["exact"]["label"] == "exact IndexFlatIP"
     assert r["memory"]["total_B_per_chunk"] > 0
