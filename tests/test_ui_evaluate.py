@@ -64,10 +64,14 @@ def test_evaluate_ingests_runs_saves_drills_down_and_compares(backend, beir):
     refused = _run(backend, files, request=RITA)[-1]  # a reader may not ingest a corpus
     assert "only editors and admins create collections" in refused[0] and "sf-eval" not in backend.collection_names()
 
+    backend.state.grant("sf-eval", "rita", "reader")   # rights left on the name before the collection exists
+    backend.state.set_public("sf-eval", True)
     out = _run(backend, files, extra="hybrid-rrf-k50")[-1]
     msg, table, ndcg, recall, query, run_id, exports, cfg, saved, cmp_a, cmp_b = out
     assert "5 judged queries" in msg and "sf-eval" in backend.collection_names()
-    assert backend.state.collection_rights("sf-eval")["owner"] == "ed"  # the editor who ingested it owns it
+    # the editor who ingested it owns it, and the earlier rights were dropped (as on the API and Documents tab)
+    assert backend.state.collection_rights("sf-eval") == {"owner": "ed", "public": False, "readers": [],
+                                                          "editors": []}
     assert [e["action"] for e in backend.state.audit_log(actor="ed")] == ["eval.ingest"]
     assert [r[0] for r in table] == ["sparse", "hybrid", "hybrid-rrf-k50"]
     assert all(0.5 <= r[1] <= 1.0 and r[7] == 5 for r in table)

@@ -331,9 +331,13 @@ def test_collections_and_documents_by_role(backend, kb, users):
     # a reader cannot create; an editor can, and owns what they create
     msg, *_ = documents.create_collection(backend, RITA, "fresh")
     assert "only editors and admins create collections" in msg and "fresh" not in backend.collection_names()
+    users.grant("fresh", "rita", "reader")   # rights left on the name before any collection has it ...
+    users.set_public("fresh", True)
     msg, dd, *_ = documents.create_collection(backend, ED, "fresh")
     assert "Created" in msg and "fresh" in backend.collection_names() and dd["value"] == "fresh"
-    assert users.collection_rights("fresh")["owner"] == "ed" and users.access(users.get_user("ed"), "fresh") == "owner"
+    # ... are dropped on creation, as the API does: the creator owns it and nobody else has rights
+    assert users.collection_rights("fresh") == {"owner": "ed", "public": False, "readers": [], "editors": []}
+    assert users.access(users.get_user("ed"), "fresh") == "owner"
     assert sorted(dd["choices"]) == ["fresh", "kb"]  # the lists hold what ed may read
     msg, *_ = documents.create_collection(backend, ED, "../evil")
     assert "Invalid collection name" in msg

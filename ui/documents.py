@@ -224,7 +224,8 @@ def create_collection(backend, request, name):
             raise InvalidInput("Type a name for the new collection first.")
         valid = bool(validate_name(name))
         backend.create_collection(name)
-        backend.state.set_owner(name, user)
+        backend.state.forget_collection(name)   # rights left on this name (an earlier collection, a grant) go,
+        backend.state.set_owner(name, user)     # as the API does: the creator owns it and nobody else has rights
     except Exception as e:
         if user is not None and name and (valid or isinstance(e, PermissionError)):  # not for a mistyped name
             auth.audit(backend, user, "collection.create", collection=name[:64], result=auth.outcome(e), detail=str(e))

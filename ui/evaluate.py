@@ -404,6 +404,7 @@ def run_live(backend, request, files, collection, new_name, presets, extra, limi
                                             cancelled=job.cancel.is_set)
                 finally:
                     if creating and collection in backend.collection_names():
+                        backend.state.forget_collection(collection)   # earlier rights on the name go (as the API)
                         backend.state.set_owner(collection, user)
                 auth.audit(backend, user, "eval.ingest", collection=collection, detail=f"corpus {how}")
                 job.message = f"collection {collection} {how}"
