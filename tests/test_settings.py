@@ -116,15 +116,71 @@ def _letters(n: int) -> bytes:
     return letters.tobytes()
 
 
-def _admin(s, user="admin", password="pw-1"):
-    from ui import auth
+def _admin(s, user="admin", password="pw-1-long"):
+    """Whether ``user``/``password`` signs in after serve's first-admin step (admin.* name the first admin)."""
+    from rag.state import AuthError, open_state
 
-    auth.reset_throttle()
+    state = open_state(s)
+    state.reset_throttle()
+    state.ensure_first_admin()
     try:
-        auth.require_admin(user, password, s, action="test")
-        return "allowed"
-    except auth.AdminDenied:
+        return "allowed" if state.authenticate(user, password).is_admin else "refused"
+    except AuthError:
         return "refused"
+
+
+def _session_after(s, *steps):
+    """Whether a session is still live after the clock moves by ``steps`` seconds (a request after each)."""
+    from rag.state import open_state
+
+    state = open_state(s)
+    if state.get_user("sess") is None:
+        state.add_user("sess", "pw-sess-1", "reader")
+    t = [1_000_000.0]
+    state.clock = lambda: t[0]
+    try:
+        token = state.create_session("sess")
+        alive = True
+        for dt in steps:
+            t[0] += dt
+            alive = state.session_user(token) is not None
+        return alive
+    finally:
+        import time
+
+        state.clock = time.time
+
+
+def _forwarded_client(s):
+    from types import SimpleNamespace
+
+    from rag.state import client_address
+
+    req = SimpleNamespace(client=SimpleNamespace(host="10.0.0.1"), headers={"x-forwarded-for": "203.0.113.9"})
+    return client_address(req, s)
+
+
+def _sso_name(s):
+    from types import SimpleNamespace
+
+    from rag.state import sso_user_name
+
+    auth = s.auth.model_copy(update={"trusted_proxies": ["10.0.0.1"]})
+    req = SimpleNamespace(client=SimpleNamespace(host="10.0.0.1"), headers={"X-Remote-User": "carol"})
+    return sso_user_name(req, SimpleNamespace(auth=auth))
+
+
+def _sso_role(s):
+    from rag.state import open_state
+
+    return open_state(s).sso_user("dave").role
+
+
+def _database_path(s, monkeypatch, tmp_path):
+    from rag.state import open_state
+
+    monkeypatch.setenv("MY_STATE_DB", f"sqlite:///{tmp_path / 'elsewhere.sqlite'}")
+    return open_state(s).url.endswith("elsewhere.sqlite")
 
 
 def _embedded_load_args(s, monkeypatch):
@@ -529,11 +585,17 @@ def _cases(tmp_path, monkeypatch):
         ("limits.max_archive_bytes", 100, lambda s: _upload(s, "p.zip", _zip({"a.md": b"alpha " * 50})), "failed"),
         ("limits.max_archive_ratio", 1.2, lambda s: _upload(s, "p.zip", _zip({"a.md": _letters(70000)})), "failed"),
         ("limits.allowed_types", ["md"], lambda s: _upload(s, "a.txt", b"plain text"), "failed"),
-        ("admin.username", "boss", lambda s: (monkeypatch.setenv("HYBRID_RAG_ADMIN_PASSWORD", "pw-1"),
+        ("admin.username", "boss", lambda s: (monkeypatch.setenv("HYBRID_RAG_ADMIN_PASSWORD", "pw-1-long"),
                                                _admin(s, user="boss"))[1], "allowed"),
-        ("admin.password_env", "MY_ADMIN_PW", lambda s: (monkeypatch.setenv("MY_ADMIN_PW", "pw-1"), _admin(s))[1],
+        ("admin.password_env", "MY_ADMIN_PW", lambda s: (monkeypatch.setenv("MY_ADMIN_PW", "pw-1-long"), _admin(s))[1],
          "allowed"),
-        ("admin.password", "pw-1", lambda s: _admin(s), "allowed"),
+        ("admin.password", "pw-1-long", lambda s: _admin(s), "allowed"),
+        ("auth.session_ttl_s", 60, lambda s: _session_after(s, 120), False),
+        ("auth.session_max_s", 150, lambda s: _session_after(s, 100, 100), False),
+        ("auth.trusted_proxies", ["10.0.0.0/8"], _forwarded_client, "203.0.113.9"),
+        ("auth.sso_header", "X-Remote-User", _sso_name, "carol"),
+        ("auth.sso_role", "editor", _sso_role, "editor"),
+        ("auth.database_url_env", "MY_STATE_DB", lambda s: _database_path(s, monkeypatch, tmp_path), True),
         ("api.default_collection", "team-docs", _chat_collection, "team-docs"),
         ("api.max_generations_per_key", 3, lambda s: _api_slots(s)[0], 3),
         ("api.retry_after_s", 9, lambda s: _api_slots(s)[1], "9"),
