@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - depends on the install
 BACKENDS = ("auto", "numba", "numpy")
 # a query whose posting lists hold at least this many entries per row of the collection is scored by one
 # sequential pass over every row instead of over the rows it touches (see _score_topk_py)
-DENSE_PASS_SHARE = 0.25
+DENSE_PASS_SHARE = 0.5
 
 
 @lru_cache(maxsize=8)
@@ -189,8 +189,11 @@ def _score_topk_py(data, indices, indptr, qids, k, acc, touched, out_rows, out_s
                         touched[nt] = d
                         nt += 1
                     acc[d] += v
-    # 2. keep the k best positive rows in a min-heap (worst at the root): lower score is worse,
-    #    and on equal scores the higher row is worse; the moments on the way
+    # 2. the extra rows' scores
+    for i in range(extra.shape[0]):
+        extra_out[i] = acc[extra[i]]
+    # 3. keep the k best positive rows in a min-heap (worst at the root): lower score is worse,
+    #    and on equal scores the higher row is worse; the moments, and the scratch array reset, on the way
     size = 0
     s1 = 0.0
     s2 = 0.0
@@ -199,6 +202,7 @@ def _score_topk_py(data, indices, indptr, qids, k, acc, touched, out_rows, out_s
         s = acc[d]
         if s <= 0:
             continue
+        acc[d] = 0
         v = float(s)
         s1 += v
         s2 += v * v
@@ -233,14 +237,6 @@ def _score_topk_py(data, indices, indptr, qids, k, acc, touched, out_rows, out_s
                 out_scores[pos], out_rows[pos] = cs, cr
                 pos = c
             out_scores[pos], out_rows[pos] = s, d
-    # 3. the extra rows' scores, then reset the scratch array (only the touched rows, or all of it)
-    for i in range(extra.shape[0]):
-        extra_out[i] = acc[extra[i]]
-    if dense:
-        acc[:] = 0
-    else:
-        for i in range(nt):
-            acc[touched[i]] = 0
     return size, s1, s2
 
 
