@@ -40,7 +40,7 @@ def _status_of(exc: HybridRagError) -> tuple[int, str, str | None]:
     from ingest.jobs import JobNotFound
     from rag.answer import NoModelAvailable, PromptTooLong
     from rag.catalog import UnknownModelError
-    from rag.state import AccessDenied, AuthError, StateError
+    from rag.state import AccessDenied, AuthError, StateError, StateUnavailable
     from rag.store import CollectionError, CollectionNotFound
 
     if isinstance(exc, AuthError):
@@ -59,6 +59,8 @@ def _status_of(exc: HybridRagError) -> tuple[int, str, str | None]:
         return 422, "invalid_request_error", "context_length_exceeded"
     if isinstance(exc, NoModelAvailable):
         return 503, "service_unavailable", "no_model_available"
+    if isinstance(exc, StateUnavailable):   # names the database server: logged, the client gets a reference
+        return 503, "service_unavailable", "state_unavailable"
     if isinstance(exc, StateError):
         return 422, "invalid_request_error", "invalid_value"
     if isinstance(exc, CollectionError):

@@ -129,7 +129,7 @@ def cmd_collection_rights(args) -> int:
     elif c == "revoke":
         had = _audited(state, "rights.revoke", lambda: state.revoke(col, args.user), collection=col,
                        detail=args.user)
-        print(f"revoked {args.user!r}'s right on {col!r}" if had else
+        print(f"revoked the right of {args.user!r} on {col!r}" if had else
               f"{args.user!r} had no right granted on {col!r} (nothing changed)")
     elif c == "public":
         on = args.value == "on"

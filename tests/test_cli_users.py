@@ -87,7 +87,7 @@ def test_collections_grant_revoke_public_owner_rights(capsys, settings):
     assert run(capsys, "collections", "public", "starter", "on")[0] == 0
     rc, out, _ = run(capsys, "collections", "rights", "docs", "--json")
     assert json.loads(out) == {"owner": "ed", "public": False, "readers": ["ann"], "editors": ["ed"]}
-    assert "revoked 'ann'" in run(capsys, "collections", "revoke", "docs", "ann")[1]
+    assert run(capsys, "collections", "revoke", "docs", "ann")[1] == "revoked the right of 'ann' on 'docs'\n"
     assert "nothing changed" in run(capsys, "collections", "revoke", "docs", "ann")[1]
     state = open_state(settings)
     assert state.readable(state.get_user("ann"), ["docs", "starter"]) == ["starter"]
@@ -153,3 +153,48 @@ def test_console_script_users_add_reads_the_variable(hybrid_rag_bin, data_dir, s
     state = open_state(settings)
     assert state.get_user("zed").role == "editor"
     assert state.audit_log()[0]["actor"].startswith("cli:")
+
+
+@pytest.mark.parametrize("url, says", [
+    ("mysql://ann:s3cret-pw@localhost/db", "the database 'mysql' is not supported: use PostgreSQL"),
+    ("postgresql+psycopg://ann:s3cret-pw@127.0.0.1:{port}/db", "Connection refused"),
+])
+def test_a_state_database_that_cannot_be_opened_is_named_without_a_traceback(hybrid_rag_bin, data_dir, url, says):
+    """An unsupported driver or an unreachable server: the console script exits non-zero with one line naming
+    the URL (password masked) and the variable and what to do; no traceback, no internal-error reference."""
+    import socket
+
+    with socket.socket() as s:   # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = url.format(port=port)
+    env = {"PATH": "/usr/bin:/bin", "HYBRID_RAG_DATA": str(data_dir), "HOME": str(data_dir),
+           "HYBRID_RAG_DATABASE_URL": url, "HYBRID_RAG_NEW_PASSWORD": PW}
+    for argv in (["users", "list"], ["users", "add", "zed"], ["audit"]):
+        p = subprocess.run([hybrid_rag_bin, *argv], env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2, (argv, p.returncode, p.stderr)
+        err = p.stderr
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in err and "internal error" not in err and "s3cret-pw" not in err, err
+        assert url.replace("s3cret-pw", "***") in err and "HYBRID_RAG_DATABASE_URL" in err and says in err, err
+
+
+def test_open_state_errors_say_what_to_do(tmp_path):
+    from types import SimpleNamespace
+
+    from rag.state import StateError, StateUnavailable
+    from rag.state.state import open_state as _open
+
+    settings = SimpleNamespace(data_dir=tmp_path)
+    with pytest.raises(StateUnavailable, match=r"postgresql\+psycopg2://u:\*\*\*@dbhost.internal/db \(from HYBRID_RAG_DATABASE_URL\)"
+                       r".*driver 'postgresql\+psycopg2' is not installed") as caught:
+        _open(settings, {"HYBRID_RAG_DATABASE_URL": "postgresql+psycopg2://u:pw@dbhost.internal/db"})
+    from api.errors import error_response
+
+    r = error_response(caught.value)   # an API client is told 503 with a reference, not the database's URL
+    assert r.status_code == 503 and b"dbhost" not in r.body and b"ref " in r.body
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StateError, match=r"SQLite in the data directory; HYBRID_RAG_DATABASE_URL is unset.*"
+                                         r"data directory exists and is writable"):
+        _open(SimpleNamespace(data_dir=blocker / "data"), {})

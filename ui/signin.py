@@ -255,7 +255,10 @@ def install(app, settings, backend):
             return await run_in_threadpool(lambda: _page(401, error=message, name=name, next_url=nxt))
         except Exception as e:  # the state database unreachable, say: a reference to the log, not a traceback
             from rag.errors import user_message
+            from rag.state import StateUnavailable
 
+            if isinstance(e, StateUnavailable):   # names the database server: for the log, not the page
+                e = RuntimeError(str(e))
             message = user_message(e, "Signing in")
             return _page(503, error=message, name=name, next_url=nxt)
         log.info("signed in: %s from %s", user.name, client)

@@ -9,10 +9,10 @@ PostgreSQL by ``HYBRID_RAG_DATABASE_URL``), with Alembic migrations run on open.
 """
 from .clients import client_address, sso_user_name
 from .conversations import ConversationNotFound
-from .errors import AccessDenied, AuthError, StateError
+from .errors import AccessDenied, AuthError, StateError, StateUnavailable
 from .keys import ApiKeyRecord
 from .state import State, close_all, open_state, open_state_at
 from .users import ROLES, User
 
 __all__ = ["State", "open_state", "open_state_at", "close_all", "User", "ROLES", "ApiKeyRecord", "AccessDenied",
-           "AuthError", "StateError", "ConversationNotFound", "client_address", "sso_user_name"]
+           "AuthError", "StateError", "StateUnavailable", "ConversationNotFound", "client_address", "sso_user_name"]

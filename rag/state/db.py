@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
 
-from .errors import StateError
+from .errors import StateError, StateUnavailable
 
 DEFAULT_URL_ENV = "HYBRID_RAG_DATABASE_URL"
 SQLITE_NAME = "state.sqlite"
@@ -41,13 +41,52 @@ def masked(url: str | URL) -> str:
         return "<unparseable database URL>"
 
 
+SUPPORTED = ("sqlite", "postgresql")
+
+
+def where(url, url_env: str | None = DEFAULT_URL_ENV, from_env: bool = True) -> str:
+    """Which database, for messages: the URL with its password masked, and where it came from."""
+    if from_env and url_env:
+        return f"{masked(url)} (from {url_env})"
+    return f"{masked(url)} (SQLite in the data directory{f'; {url_env} is unset' if url_env else ''})"
+
+
+def open_error(exc: BaseException, url, url_env: str | None = DEFAULT_URL_ENV,
+               from_env: bool = True) -> StateUnavailable:
+    """A :class:`StateUnavailable` for a database that cannot be opened: which URL (password masked), which variable,
+    why (the driver's first line, with the password taken out), and what to do."""
+    var = url_env or DEFAULT_URL_ENV
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    reason = reason[0] if reason else type(exc).__name__
+    try:
+        password = make_url(url).password
+    except Exception:
+        password = None
+    if password:
+        reason = reason.replace(str(password), "***")
+    if isinstance(exc, StateError):
+        return StateUnavailable(f"The state database {where(url, url_env, from_env)} cannot be used: {exc}")
+    if from_env:
+        todo = (f"check that the database server is running and reachable from here and that the URL, user and "
+                f"password in {var} are right (postgresql+psycopg://USER:PASSWORD@HOST/DB), or unset {var} to use "
+                f"SQLite in the data directory.")
+    else:
+        todo = ("check that the data directory exists and is writable (--data-dir or HYBRID_RAG_DATA), or set "
+                f"{var} to a PostgreSQL URL.")
+    return StateUnavailable(f"Cannot open the state database {where(url, url_env, from_env)}: {reason[:300]}. What to "
+                      f"do: {todo}")
+
+
 def make_engine(url: str) -> Engine:
     try:
         u = make_url(url)
     except Exception:
-        raise StateError("The state database URL cannot be parsed: set it like "
-                         "postgresql+psycopg://USER:PASSWORD@HOST/DB (or unset it for SQLite in the data "
-                         "directory).") from None
+        raise StateError("the URL cannot be parsed: set it like postgresql+psycopg://USER:PASSWORD@HOST/DB (or "
+                         "unset it for SQLite in the data directory).") from None
+    if u.get_backend_name() not in SUPPORTED:
+        raise StateError(f"the database {u.get_backend_name()!r} is not supported: use PostgreSQL "
+                         "(postgresql+psycopg://USER:PASSWORD@HOST/DB), or unset the variable for SQLite in the data "
+                         "directory.")
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
@@ -72,8 +111,11 @@ def make_engine(url: str) -> Engine:
     if u.get_backend_name() == "postgresql":
         if u.drivername == "postgresql":          # plain postgresql:// means psycopg 3, the driver we ship
             u = u.set(drivername="postgresql+psycopg")
+    try:
         return create_engine(u, pool_pre_ping=True, pool_size=5, max_overflow=10)
-    return create_engine(u, pool_pre_ping=True)
+    except ImportError as e:   # e.g. postgresql+psycopg2:// without psycopg2 installed
+        raise StateError(f"its driver {u.drivername!r} is not installed ({e}): use postgresql+psycopg:// (psycopg 3 "
+                         "ships with hybrid-rag).") from None
 
 
 @contextlib.contextmanager
@@ -109,5 +151,5 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(cfg).get_current_head()
 
 
-__all__ = ["database_url", "masked", "make_engine", "transaction", "upgrade", "head_revision", "DEFAULT_URL_ENV",
+__all__ = ["database_url", "masked", "where", "open_error", "make_engine", "transaction", "upgrade", "head_revision", "DEFAULT_URL_ENV",
            "SQLITE_NAME"]

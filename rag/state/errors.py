@@ -16,4 +16,9 @@ class StateError(HybridRagError, ValueError):
     """A bad name or value, an unknown user, or a change that would leave no admin."""
 
 
-__all__ = ["AccessDenied", "AuthError", "StateError"]
+class StateUnavailable(StateError):
+    """The state database cannot be opened (unreachable, refused, unsupported, unwritable). The message names the
+    URL (password masked) and the variable, for the command line and the server's log; not for web clients."""
+
+
+__all__ = ["AccessDenied", "AuthError", "StateError", "StateUnavailable"]

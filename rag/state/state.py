@@ -102,7 +102,8 @@ def open_state(settings, environ=None) -> State:
     """The state database of ``settings`` (cached per URL): ``$HYBRID_RAG_DATABASE_URL`` (the variable
     ``auth.database_url_env`` names), else SQLite at ``<data_dir>/state.sqlite``. The schema is created or upgraded
     on first open, and files of earlier versions in the data directory (``arena.sqlite``, ``api_keys.json``) are
-    imported once."""
+    imported once. A database that cannot be opened raises :class:`StateError` naming the URL (password masked),
+    the variable and what to do."""
     import os
 
     environ = os.environ if environ is None else environ
@@ -112,7 +113,12 @@ def open_state(settings, environ=None) -> State:
     with _LOCK:
         state = _STATES.get(url)
         if state is None:
-            state = _STATES[url] = State(url, settings)
+            from_env = bool(url_env and (environ.get(url_env) or "").strip())
+            try:
+                state = State(url, settings)
+            except Exception as e:   # unreachable, refused, unsupported, unwritable: say which URL and what to do
+                raise db.open_error(e, url, url_env, from_env) from None
+            _STATES[url] = state
         elif settings is not None and getattr(settings, "auth", None) is not None:
             state.settings = settings   # the newest settings (session lifetimes, SSO) apply
     state.import_legacy(settings.data_dir)
