@@ -484,7 +484,7 @@ def build(backend) -> dict:
     ``"conversations"`` is ``(fn, outputs)`` for the page's load event: it fills the conversation list for the
     signed-in user (the list is built empty: who is asking is known only per request)."""
     settings = backend.settings
-    names = backend.collection_names()
+    names: list[str] = []  # filled per user on page load: no collection name reaches another user's page config
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=230, elem_id="conv-panel"):
             new = gr.Button("New conversation", size="sm", elem_id="conv-new")

@@ -394,7 +394,7 @@ def model_choices(backend) -> tuple[list[tuple[str, str]], list[Contestant]]:
 
 def build(backend) -> dict:
     settings = backend.settings
-    names = backend.collection_names()
+    names: list[str] = []  # filled per user on page load: no collection name reaches another user's page config
     choices, options = model_choices(backend)
     with gr.Row(equal_height=False, elem_classes=["hr-bar"]):
         question = gr.Textbox(label="Question", placeholder="One question; every model gets the same passages.",
