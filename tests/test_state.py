@@ -388,6 +388,22 @@ def test_old_api_keys_json_is_imported_once_without_a_user(settings, data_dir):
 
 
 # -- conversations --------------------------------------------------------------------------------------------
+def test_ids_are_never_reused_after_a_delete(state, people):
+    """A stale page holding a deleted conversation's id must not write into a newer conversation (SQLite would
+    reuse the highest rowid without AUTOINCREMENT); the same for users and keys."""
+    ann = people.ann
+    c1 = state.create_conversation(ann, "Old", None)
+    state.delete_conversation(ann, c1)
+    c2 = state.create_conversation(ann, "New", None)
+    assert c2 != c1
+    with pytest.raises(LookupError):
+        state.append_message(ann, c1, "user", "into the deleted one")
+    assert state.get_conversation(ann, c2)["messages"] == []
+    gone = state.add_user("gone", PW, "reader")
+    state.remove_user("gone")
+    assert state.add_user("next", PW, "reader").id != gone.id
+
+
 def test_conversations_are_per_user(state, people):
     clock = Clock()
     state.clock = clock

@@ -27,6 +27,7 @@ users = Table(
     Column("password_hash", String(255), nullable=True),           # NULL: signs in only through single sign-on
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    sqlite_autoincrement=True,  # ids are never reused after a delete
 )
 
 sessions = Table(
@@ -71,6 +72,7 @@ api_keys = Table(
     Column("prefix", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True),
+    sqlite_autoincrement=True,  # ids are never reused after a delete
 )
 
 conversations = Table(
@@ -82,6 +84,7 @@ conversations = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Index("ix_conversations_user_updated", "user_id", "updated_at"),
+    sqlite_autoincrement=True,  # ids are never reused after a delete
 )
 
 messages = Table(
@@ -94,6 +97,7 @@ messages = Table(
     Column("sources", Text, nullable=False),   # JSON list of dicts
     Column("meta", Text, nullable=False),      # JSON object
     Column("ts", Float, nullable=False),
+    sqlite_autoincrement=True,  # ids are never reused after a delete
 )
 
 audit = Table(
@@ -106,6 +110,7 @@ audit = Table(
     Column("document", String(512), nullable=True),
     Column("result", String(32), nullable=False),
     Column("detail", Text, nullable=False),
+    sqlite_autoincrement=True,  # ids are never reused after a delete
 )
 
 votes = Table(
@@ -118,7 +123,8 @@ votes = Table(
     Column("question", Text, nullable=False),
     Column("collection", String(200), nullable=False, index=True),
     Column("meta", Text, nullable=False),
-    Column("voter", String(64), nullable=True, index=True),   # the user's name; NULL for imported/anonymous votes
+    Column("voter", String(64), nullable=True, index=True),   # the user's name; NULL for imported/anonymous votes,
+    sqlite_autoincrement=True,  # ids are never reused after a delete
 )
 
 # one-time imports (arena.sqlite, api_keys.json) and other facts about the database

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("password_hash", sa.String(255), nullable=True),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "sessions",
@@ -66,6 +67,7 @@ def upgrade() -> None:
         sa.Column("prefix", sa.String(16), nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "conversations",
@@ -75,6 +77,7 @@ def upgrade() -> None:
         sa.Column("collection", sa.String(64), nullable=True),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_conversations_user_updated", "conversations", ["user_id", "updated_at"])
     op.create_table(
@@ -87,6 +90,7 @@ def upgrade() -> None:
         sa.Column("sources", sa.Text, nullable=False),
         sa.Column("meta", sa.Text, nullable=False),
         sa.Column("ts", sa.Float, nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "audit_log",
@@ -98,6 +102,7 @@ def upgrade() -> None:
         sa.Column("document", sa.String(512), nullable=True),
         sa.Column("result", sa.String(32), nullable=False),
         sa.Column("detail", sa.Text, nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "votes",
@@ -110,6 +115,7 @@ def upgrade() -> None:
         sa.Column("collection", sa.String(200), nullable=False, index=True),
         sa.Column("meta", sa.Text, nullable=False),
         sa.Column("voter", sa.String(64), nullable=True, index=True),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "state_meta",
