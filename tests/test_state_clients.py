@@ -61,3 +61,20 @@ def test_auth_settings_from_the_environment_and_bad_proxies(monkeypatch, data_di
     monkeypatch.setenv("HYBRID_RAG__AUTH__TRUSTED_PROXIES", "proxy.example.org")
     with pytest.raises(ConfigError, match="not an IP address or CIDR"):
         load_settings()
+
+
+@pytest.mark.parametrize("scheme,peer,proto,expected", [
+    ("https", "203.0.113.9", None, True),             # https to the app itself
+    ("http", "127.0.0.1", "https", True),             # our proxy says the browser used https
+    ("http", "127.0.0.1", "https, http", True),       # the left-most hop is the browser's
+    ("http", "127.0.0.1", "http", False),
+    ("http", "127.0.0.1", None, False),
+    ("http", "203.0.113.9", "https", False),          # anyone else cannot claim it
+])
+def test_is_https_believes_x_forwarded_proto_only_from_trusted_proxies(scheme, peer, proto, expected):
+    from rag.state.clients import is_https
+
+    r = SimpleNamespace(url=SimpleNamespace(scheme=scheme), client=SimpleNamespace(host=peer),
+                        headers={"x-forwarded-proto": proto} if proto else {})
+    assert is_https(r, SETTINGS) is expected
+    assert is_https(r, AuthSettings()) is (scheme == "https")   # no trusted proxy: only the request's own scheme

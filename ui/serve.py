@@ -153,7 +153,10 @@ def run(args, settings) -> int:
     shown = f"[{host}]" if ":" in host else host
     print(f"Serving hybrid-rag on http://{shown}:{port} (web app at /, API at /v1, docs at /docs; "
           f"data: {settings.data_dir})", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For/-Proto from 127.0.0.1 and replace the
+    # peer address before the app sees it; the app reads those headers itself, only from auth.trusted_proxies
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5,
+                proxy_headers=False)
     return 0
 
 

@@ -6,7 +6,7 @@ every request.
 - ``POST /login`` checks the name and password with :meth:`rag.state.State.authenticate` (wrong passwords are
   throttled per account and per client address; behind a reverse proxy listed in ``auth.trusted_proxies`` the
   real client address is used), then sets the ``hr_session`` cookie (HttpOnly, SameSite=Lax, Secure over
-  https) holding a random token of :meth:`State.create_session`.
+  https, or when a trusted proxy says ``X-Forwarded-Proto: https``) holding a random token of :meth:`State.create_session`.
 - ``POST /logout`` ends the session (:meth:`State.end_session`) and clears the cookie.
 - :func:`current_user` turns a request into a user name: the session cookie, else (only when
   ``auth.sso_header`` is set and the peer is a trusted proxy) the single-sign-on header; a user first seen
@@ -78,6 +78,14 @@ def client_address(request, settings) -> str:
     from rag.state.clients import client_address as _addr
 
     return _addr(request, settings)
+
+
+def _https(request, settings) -> bool:
+    """The cookie's Secure flag: https here, or ``X-Forwarded-Proto: https`` from a trusted proxy only
+    (:func:`rag.state.clients.is_https`)."""
+    from rag.state.clients import is_https
+
+    return is_https(request, settings)
 
 
 def _sso_user(state, settings, request) -> str | None:
@@ -264,7 +272,7 @@ def install(app, settings, backend):
         log.info("signed in: %s from %s", user.name, client)
         resp = RedirectResponse(nxt, status_code=303)
         resp.set_cookie(COOKIE, token, max_age=int(settings.auth.session_max_s), path="/", httponly=True,
-                        samesite="lax", secure=request.url.scheme == "https")
+                        samesite="lax", secure=_https(request, settings))
         return resp
 
     @app.post("/logout", include_in_schema=False)
@@ -276,7 +284,7 @@ def install(app, settings, backend):
             _CACHE.drop(token)
             await run_in_threadpool(lambda: state_of().end_session(token))
         resp = RedirectResponse("login?signed_out=1", status_code=303)
-        resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax", secure=request.url.scheme == "https")
+        resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax", secure=_https(request, settings))
         return resp
 
     app.add_middleware(SignInRedirect, backend=backend)

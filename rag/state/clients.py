@@ -1,5 +1,10 @@
-"""Who is on the other end of a request: the client address (for sign-in throttling and the audit log) and the
-single sign-on user, believing proxy headers only from ``auth.trusted_proxies``."""
+"""Who is on the other end of a request: the client address (for sign-in throttling and the audit log), whether
+the browser used https (the cookie's Secure flag) and the single sign-on user, believing proxy headers
+(``X-Forwarded-For``, ``X-Forwarded-Proto``, ``auth.sso_header``) only from ``auth.trusted_proxies``.
+
+The peer address these functions start from must be the TCP peer: uvicorn must not replace it from
+``X-Forwarded-For`` itself (it does by default for 127.0.0.1), so every place that serves the app passes
+``proxy_headers=False`` (``ui/serve.py``, ``rag/testing/server.py``)."""
 from __future__ import annotations
 
 import ipaddress
@@ -72,6 +77,19 @@ def _valid(address: str) -> str | None:
         return None
 
 
+def is_https(request, settings) -> bool:
+    """Whether the browser reached us over https: the request's own scheme, or, only when the peer is a trusted
+    proxy, the (left-most) ``X-Forwarded-Proto`` it sends. The server itself never rewrites the scheme or the peer
+    from these headers (``serve`` runs uvicorn with ``proxy_headers=False``), so this is the one place they count."""
+    url = getattr(request, "url", None)
+    if str(getattr(url, "scheme", "") or "").lower() == "https":
+        return True
+    if not is_trusted(_peer(request), settings):
+        return False
+    proto = _header(request, "x-forwarded-proto")
+    return bool(proto) and str(proto).split(",")[0].strip().lower() == "https"
+
+
 def sso_user_name(request, settings) -> str | None:
     """The user name in the single sign-on header (``auth.sso_header``), only when it is set and the request
     comes straight from a trusted proxy; None otherwise."""
@@ -83,4 +101,4 @@ def sso_user_name(request, settings) -> str | None:
     return value or None
 
 
-__all__ = ["client_address", "sso_user_name", "is_trusted"]
+__all__ = ["client_address", "sso_user_name", "is_trusted", "is_https"]

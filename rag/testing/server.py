@@ -11,7 +11,9 @@ class ServerThread:
     def __init__(self, app, host: str = "127.0.0.1"):
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning", access_log=False))
+        # proxy_headers=False, as `serve` runs it: the app alone decides which proxies' headers to believe
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning", access_log=False,
+                                                    proxy_headers=False))
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
         self.url = ""
 
