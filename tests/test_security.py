@@ -44,53 +44,109 @@ def _state(data: Path) -> dict:
     return cols
 
 
+READER, READER_PW = "sec-reader", "sec-reader-password"   # may read "sec", nothing more
+
+
+def _refusable_events(client: GradioHTTP, doc_id: str) -> dict:
+    """The Documents tab's changing events and the Admin tab's add-user, grant, public and audit-log events, as
+    (fn id, trigger id, data), read from the admin's page config (the same app, and event ids, for everyone)."""
+    def event(elem_id: str, data: list):
+        dep = client.dependency(elem_id, "click")
+        assert len(dep["inputs"]) == len(data), (elem_id, dep["inputs"])
+        return dep["id"], dep["targets"][0][0], data
+
+    return {
+        "create collection": event("create-collection", ["intruders"]),
+        "delete collection": event("delete-collection", ["sec", True]),
+        "delete document": event("delete-doc", ["sec", doc_id]),
+        "cancel upload": event("cancel-ingest", ["sec"]),
+        "add user": event("admin-add-user", ["intruder", "admin", "intruder-password"]),
+        "grant": event("admin-grant", ["sec", READER, "editor"]),
+        "make public": event("admin-set-public", ["sec", True]),
+        "read the audit log": event("audit-refresh", ["", "", ""]),
+    }
+
+
 @pytest.mark.slow
-def test_admin_events_refuse_http_requests_without_credentials(server):
+def test_a_signed_out_client_and_a_reader_are_refused_over_http_and_nothing_changes(server):
+    from reliability_kit import add_user, grant
+
+    from rag.state import open_state_at
+
     served, client = server
-    before = _state(served.data)
+    state = open_state_at(served.data)
+    if state.get_user(READER) is None:
+        add_user(served.data, READER, READER_PW, "reader")
+    grant(served.data, "sec", READER, "reader")
+    before, rights_before = _state(served.data), state.collection_rights("sec")
     assert before.get("sec"), before
     doc_id = "public.md"
-    calls = {
-        "create": lambda pw: client.call("create-collection", "click", ["admin", pw, "intruders"]),
-        "delete collection": lambda pw: client.call("delete-collection", "click", ["admin", pw, "sec", True]),
-        "upload": lambda pw: admin_upload(client, "sec", [("evil.md", b"# Evil\n\nplanted by an intruder")],
-                                          password=pw),
-        "delete document": lambda pw: client.call("delete-doc", "click", ["admin", pw, "sec", doc_id]),
-    }
+    events = _refusable_events(client, doc_id)
+    evil = [("evil.md", b"# Evil\n\nplanted by an intruder")]
+    ingest = client.dependency("ingest", "click")
     refused = 0
-    for what, call in calls.items():
-        # no password at all, an empty one, and (for two of them) a wrong one: fewer than the 5 wrong
-        # passwords a minute that lock admin actions, so the other tests can still sign in
-        for pw in [None, ""] + (["not-the-password"] if what in ("upload", "delete collection") else []):
-            out = call(pw)
-            assert out["success"], (what, out)  # refused inside the handler, with a message, not a crash
-            msg = out["data"][0]
-            assert "hr-msg-error" in msg and ("sign in" in msg or "Wrong admin" in msg), (what, msg)
+
+    # signed out: every Gradio route answers 401 before any handler runs (the upload route too)
+    anon = GradioHTTP(served.url, user=None)
+    try:
+        assert anon.http.post(anon.api + "/upload", files=[("files", evil[0])]).status_code == 401
+        uploaded = client.upload(evil)   # a file the server holds, so the ingest event itself is what is refused
+        for what, (fn, trigger, data) in [*events.items(),
+                                          ("upload", (ingest["id"], ingest["targets"][0][0], [uploaded, "sec"]))]:
+            out = anon.call_fn(fn, data, trigger_id=trigger)
+            assert not out["success"] and out["status"] == 401, (what, out)
             refused += 1
-            assert _state(served.data) == before, f"{what} with password {pw!r} changed the data"
-    cols = {c for c in _state(served.data)}
-    assert "intruders" not in cols
+            assert _state(served.data) == before, f"{what} signed out changed the data"
+    finally:
+        anon.close()
+
+    # a reader of "sec": each event runs and is refused inside its handler with a message, not a crash
+    reader = GradioHTTP(served.url, user=READER, password=READER_PW)
+    try:
+        assert reader.call("docs-collection", "change", ["sec"])["success"]   # she picks it, as in the page
+        for what, (fn, trigger, data) in events.items():
+            out = reader.call_fn(fn, data, trigger_id=trigger)
+            if what in ("grant", "make public"):   # a non-admin's page has empty Admin-tab lists: Gradio refuses
+                assert not out["success"] and "not in the list of choices" in str(out["error"]), (what, out)
+            else:
+                assert out["success"], (what, out)
+                assert "hr-msg-error" in str(out["data"]), (what, out["data"])
+            refused += 1
+            assert _state(served.data) == before, f"{what} by a reader changed the data"
+        out = admin_upload(reader, "sec", evil)
+        assert out["success"] and "hr-msg-error" in out["data"][0] and "may not change" in out["data"][0], out
+        refused += 1
+    finally:
+        reader.close()
+    assert _state(served.data) == before
+    assert "intruders" not in _state(served.data) and state.get_user("intruder") is None
+    assert state.collection_rights("sec") == rights_before
     from rag.config import load_settings
     from rag.store import open_collection
 
-    assert doc_id in {d["doc_id"] for d in open_collection("sec", load_settings(data_dir=served.data)).documents()}
+    docs = {d["doc_id"] for d in open_collection("sec", load_settings(data_dir=served.data)).documents()}
+    assert doc_id in docs and "evil.md" not in docs
+    # the reader's refusals are in the audit log, each denied; the signed-out client never reached a handler
+    assert {e["result"] for e in state.audit_log(actor=READER)} == {"denied"}
     # an event id that does not exist, and a malformed body, are rejected without harm
     assert not client.call_fn(9999, [])["success"]
     import httpx
 
     r = httpx.post(client.api + "/queue/join", content=b"{not json", headers={"content-type": "application/json"},
                    trust_env=False)
-    assert r.status_code in (400, 422)
+    assert r.status_code in (400, 401, 422)
     assert served.proc.poll() is None
-    print(f"\nadmin over HTTP: {refused} unauthenticated requests refused, 0 changes")
+    print(f"\nchanges over HTTP: {refused} requests signed out or by a reader refused, 0 changes")
 
 
-def _raw_get(url: str, path: str) -> tuple[int, bytes]:
+def _raw_get(url: str, path: str, headers: dict | None = None) -> tuple[int, bytes]:
     """GET with the path sent byte for byte (no client-side normalisation of ``..``)."""
     u = urlparse(url)
     con = http.client.HTTPConnection(u.hostname, u.port, timeout=20)
     try:
         con.putrequest("GET", path, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            con.putheader(name, value)
         con.endheaders()
         r = con.getresponse()
         return r.status, r.read()
@@ -105,9 +161,13 @@ def test_file_serving_cannot_leave_the_allowed_folders(server):
     outside.write_text(SECRET)
     (served.data / "secret-in-data.txt").write_text(SECRET)
     up = client.upload([("allowed.txt", b"uploaded content ok")])[0]["path"]
-    # positive control: a file Gradio did receive is served
-    status, body = _raw_get(served.url, "/gradio_api/file=" + quote(up))
+    signed_in = client.cookie_header
+    assert signed_in, "the admin client holds a session cookie"
+    # positive control: a file Gradio did receive is served, to a signed-in browser only
+    status, body = _raw_get(served.url, "/gradio_api/file=" + quote(up), signed_in)
     assert status == 200 and body == b"uploaded content ok"
+    status, body = _raw_get(served.url, "/gradio_api/file=" + quote(up))
+    assert status == 401 and b"uploaded content ok" not in body
     up_dir = Path(up).parent
     rel_to_secret = "../" * len(up_dir.parts) + str(outside).lstrip("/")
     chunks_db = next((served.data / "collections").rglob("chunks.sqlite"))
@@ -120,14 +180,15 @@ def test_file_serving_cannot_leave_the_allowed_folders(server):
                 "/favicon.ico/../"]
     tried = 0
     t0 = time.perf_counter()
-    for prefix in prefixes:
-        for t in targets:
-            for enc in (t, quote(t, safe="/"), quote(t, safe="")):
-                status, body = _raw_get(served.url, prefix + enc)
-                tried += 1
-                leaked = SECRET.encode() in body or b"root:x:0:0" in body or b"SQLite format" in body or any(
-                    k.encode() in body for k in PLANTED_KEYS.values())
-                assert not leaked, (prefix + enc, status, body[:200])
+    for headers in ({}, signed_in):   # signed out, and signed in as the admin
+        for prefix in prefixes:
+            for t in targets:
+                for enc in (t, quote(t, safe="/"), quote(t, safe="")):
+                    status, body = _raw_get(served.url, prefix + enc, headers)
+                    tried += 1
+                    leaked = SECRET.encode() in body or b"root:x:0:0" in body or b"SQLite format" in body or any(
+                        k.encode() in body for k in PLANTED_KEYS.values())
+                    assert not leaked, (prefix + enc, bool(headers), status, body[:200])
     assert served.proc.poll() is None
     print(f"\nfile serving: {tried} traversal requests in {time.perf_counter() - t0:.0f} s, 0 leaks")
 
@@ -136,15 +197,29 @@ def test_file_serving_cannot_leave_the_allowed_folders(server):
 def test_planted_keys_never_reach_pages_responses_or_logs(server):
     served, client = server
     assert client.page_load()["success"]
-    out = client.call("chat-input", "submit", ["What do the heron counts say?", [], None, "sec", "hybrid", 4,
-                                               "route:speed", 0.2, 64, None])  # None: the conversation State
+    out = client.call("chat-input", "submit", _chat_inputs(client, "What do the heron counts say?", "sec"))
     assert out["success"], out
+    assert "Rottnest" in str(out["data"]), out["data"]   # the fake NIM's answer: the question really was answered
     bodies = [client.http.get(served.url + p).text for p in ("/", "/config", "/gradio_api/info")]
     bodies.append(str(out["data"]))
     for key in PLANTED_KEYS.values():
         assert key not in served.log_text()
         for b in bodies:
             assert key not in b
+
+
+def _chat_inputs(client: GradioHTTP, question: str, collection: str) -> list:
+    """The Chat tab's submit inputs as the page sends them, read from the page config (the Chat tab's inputs
+    change as it grows): each component's initial value, with the question, the collection and a fast route."""
+    dep = client.dependency("chat-input", "submit")
+    chosen = {"chat-input": question, "chat-collection": collection, "chat-route": "route:speed"}
+    data = []
+    for cid in dep["inputs"]:
+        props = client.components[cid].get("props", {})
+        data.append(chosen.get(props.get("elem_id"), props.get("value")))
+    missing = set(chosen) - {client.components[c].get("props", {}).get("elem_id") for c in dep["inputs"]}
+    assert not missing, f"the chat's submit no longer takes {missing}"
+    return data
 
 
 # --- keys in errors and logs (library level, with a planted key the fake NIM echoes back) -----------
