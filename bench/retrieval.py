@@ -110,10 +110,22 @@ def memory_report(col, n: int) -> dict:
 
 
 class _Swapped:
-    """A collection view with other dense/sparse indexes (for the baseline configuration)."""
+    """A collection view with other dense/sparse indexes (for the baseline configuration). Its searches use
+    them (the collection's own ``dense_search``/``sparse_search`` are bound to the collection's indexes)."""
 
     def __init__(self, col, dense, sparse):
         self._col, self.dense, self.sparse = col, dense, sparse
+
+    def dense_search(self, query_vector, k):
+        scores, rows = self.dense.search(query_vector, k)
+        return rows[0].tolist(), scores[0]
+
+    def sparse_search(self, query, k, extra_rows):
+        from rag.store.base import SparseHits
+
+        rows, scores, extra, moments = self.sparse.search_tokens_with(
+            self.sparse.tokenizer(query), k, np.asarray(extra_rows, dtype=np.int64))
+        return SparseHits(rows.tolist(), scores, extra, moments)
 
     def __getattr__(self, item):
         return getattr(self._col, item)
