@@ -221,20 +221,3 @@ def test_staging_many_documents_dedupes_in_constant_time(settings):
         w.commit()
     col = open_collection("many", settings)
     assert col.size == 2999 and col.chunks([col.size - 1])[0].text == "replaced"
-
-
-@pytest.mark.parametrize("n, workers", [(1, 2), (7, 2), (134, 2), (768, 2), (768, 3), (5000, 1)])
-def test_embedding_batches_cover_every_text_once_balanced_across_workers(n, workers):
-    from rag.embed import BATCH_TOKENS, plan_batches
-
-    lengths = np.random.default_rng(n).integers(5, 230, n).tolist()
-    batches = plan_batches(lengths, workers)
-    rows = np.concatenate(batches)
-    assert sorted(rows.tolist()) == list(range(n))
-    assert all(np.all(np.diff(np.asarray(lengths)[b]) >= 0) for b in batches)  # sorted: little padding
-    cost = [len(b) * max(lengths[i] for i in b) for b in batches]
-    assert cost == sorted(cost, reverse=True)  # the costliest first
-    if sum(lengths) > 2 * workers * BATCH_TOKENS:
-        assert len(batches) % workers == 0
-        tokens = [sum(lengths[i] for i in b) for b in batches]
-        assert max(tokens) <= 1.1 * sum(tokens) / len(tokens) + max(lengths)
