@@ -121,8 +121,11 @@ def _upload(page, path: Path):
 def test_first_run_builds_the_starter_collection(server, page):
     assert _doc_count(server) >= 1
     _tab(page, "Documents")
-    assert page.input_value("#docs-collection input") == "hybrid-rag-docs"
-    assert "docs/ui.md" in page.inner_text("#docs-table")
+    # the lists are filled by the page's load event for the signed-in user: wait for it, not for a fixed time
+    page.wait_for_function("() => document.querySelector('#docs-collection input').value === 'hybrid-rag-docs'",
+                           timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#docs-table').innerText.includes('docs/ui.md')",
+                           timeout=60_000)
 
 
 def test_admin_uploads_a_document(server, page, tmp_path):
