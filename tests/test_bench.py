@@ -69,3 +69,15 @@ def test_quick_bench_writes_json(tmp_path):
     idle = sections["idle"]
     assert len(idle["rows"]) == 2 and all(r["core_pct_median"] >= 0 for r in idle["rows"].values())
     assert "An idle server" in res.stdout
+
+
+def test_state_bench_runs_each_lookup_beside_its_floor(tmp_path):
+    from bench import state
+
+    out = tmp_path / "state.json"
+    assert state.main(["--n", "20", "--out", str(out)]) == 0
+    report = __import__("json").loads(out.read_text())
+    rows = report["rows"]
+    assert report["database"] == "sqlite" and len(rows) == 7
+    assert all(r["p50_ms"] > 0 and r["p95_ms"] >= r["p50_ms"] for r in rows.values())
+    assert "floor: SELECT 1 on the same engine" in state.render(report)
