@@ -240,3 +240,16 @@ def state_url(request, data_dir, monkeypatch):
            else request.getfixturevalue("pg_url"))
     monkeypatch.setenv("HYBRID_RAG_DATABASE_URL", url)
     return url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian chromium through Playwright, one per test module (the browser tests skip their module
+    first when /usr/bin/chromium or Playwright is missing)."""
+    from playwright.sync_api import sync_playwright
+    from reliability_kit import launch_chromium
+
+    with sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()

@@ -139,6 +139,19 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
+def local_fake_nim(**script):
+    """A started :class:`rag.testing.fake_nim.FakeNIM` serving every model the catalog maps to the ``local``
+    endpoint, answering with ``Script(**script)``; ``.url_env`` names the variable that points the app at it."""
+    from rag.catalog import Catalog
+    from rag.testing.fake_nim import FakeNIM, Script
+
+    catalog = Catalog.load()
+    served = tuple(m.serves["local"] for m in catalog.models if "local" in m.serves)
+    fake = FakeNIM(models=served, default=Script(**script)).start()
+    fake.url_env = catalog.endpoint("local").base_url_env
+    return fake
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -431,14 +444,9 @@ def shared_server():
     with _SHARED_LOCK:
         if "served" in _SHARED:
             return _SHARED["served"], _SHARED["nim"]
-        from rag.catalog import Catalog
-        from rag.testing.fake_nim import FakeNIM, Script
-
-        catalog = Catalog.load()
-        served_models = tuple(m.serves["local"] for m in catalog.models if "local" in m.serves)
-        nim = FakeNIM(models=served_models, default=Script(tokens=ANSWER_TOKENS)).start()
+        nim = local_fake_nim(tokens=ANSWER_TOKENS)
         root = Path(tempfile.mkdtemp(prefix="hybrid-rag-reliability-"))
-        env = {"HYBRID_RAG_ADMIN_PASSWORD": ADMIN_PASSWORD, catalog.endpoint("local").base_url_env: nim.base_url,
+        env = {"HYBRID_RAG_ADMIN_PASSWORD": ADMIN_PASSWORD, nim.url_env: nim.base_url,
                "HYBRID_RAG__MODELS__FALLBACK_ORDER": "local,embedded", **PLANTED_KEYS}
         try:
             s = serve(root, env)

@@ -18,7 +18,7 @@ from reliability_kit import (
     ADMIN_USER,
     CHROMIUM,
     add_user,
-    launch_chromium,
+    local_fake_nim,
     serve,
     sign_in,
 )
@@ -47,14 +47,8 @@ def _shot(page, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def nim_server():
-    from rag.catalog import Catalog
-    from rag.testing.fake_nim import FakeNIM, Script
-
-    catalog = Catalog.load()
-    served = tuple(m.serves["local"] for m in catalog.models if "local" in m.serves)
-    nim = FakeNIM(models=served, default=Script(tokens=ANSWER_TOKENS, ttft_s=0.3, chunk_delay_s=0.25))
-    nim.start()
-    yield nim, catalog.endpoint("local").base_url_env
+    nim = local_fake_nim(tokens=ANSWER_TOKENS, ttft_s=0.3, chunk_delay_s=0.25)
+    yield nim, nim.url_env
     nim.stop()
 
 
@@ -65,14 +59,6 @@ def server(tmp_path_factory, nim_server):
     add_user(s.data, *READER, "reader")
     yield {"url": s.url + "/", "base": s.url, "data": s.data, "log": s.log}
     s.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 def _page(browser, server, user, password):

@@ -24,7 +24,6 @@ from reliability_kit import (
     admin_upload,
     create_collection,
     grant,
-    launch_chromium,
     serve,
     sign_in,
 )
@@ -57,14 +56,6 @@ def server(tmp_path_factory):
         yield s
     finally:
         s.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture

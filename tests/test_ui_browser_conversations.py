@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from reliability_kit import CHROMIUM, add_user, launch_chromium, serve, sign_in
+from reliability_kit import CHROMIUM, add_user, local_fake_nim, serve, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -28,24 +28,9 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 @pytest.fixture(scope="module")
 def nim():
-    from rag.catalog import Catalog
-    from rag.testing.fake_nim import FakeNIM, Script
-
-    catalog = Catalog.load()
-    served = tuple(m.serves["local"] for m in catalog.models if "local" in m.serves)
-    fake = FakeNIM(models=served, default=Script(tokens=ANSWER_TOKENS, ttft_s=0.1, chunk_delay_s=0.05))
-    fake.start()
-    fake.url_env = catalog.endpoint("local").base_url_env
+    fake = local_fake_nim(tokens=ANSWER_TOKENS, ttft_s=0.1, chunk_delay_s=0.05)
     yield fake
     fake.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 def _page(browser, url):

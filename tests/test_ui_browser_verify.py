@@ -14,7 +14,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from reliability_kit import ADMIN_USER, CHROMIUM, launch_chromium, serve, sign_in
+from reliability_kit import (
+    ADMIN_USER,
+    CHROMIUM,
+    launch_chromium,
+    local_fake_nim,
+    serve,
+    sign_in,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -34,13 +41,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 @pytest.fixture(scope="module")
 def nim():
-    from rag.catalog import Catalog
-    from rag.testing.fake_nim import FakeNIM, Script
-
-    catalog = Catalog.load()
-    served = tuple(m.serves["local"] for m in catalog.models if "local" in m.serves)
-    server = FakeNIM(models=served, default=Script(tokens=ANSWER_TOKENS, chunk_delay_s=0.05)).start()
-    yield server, catalog.endpoint("local").base_url_env
+    server = local_fake_nim(tokens=ANSWER_TOKENS, chunk_delay_s=0.05)
+    yield server, server.url_env
     server.stop()
 
 
