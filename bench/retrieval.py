@@ -116,16 +116,12 @@ class _Swapped:
     def __init__(self, col, dense, sparse):
         self._col, self.dense, self.sparse = col, dense, sparse
 
+    # the collection's own search code, run over this view's indexes (it reads only self.dense / self.sparse)
     def dense_search(self, query_vector, k):
-        scores, rows = self.dense.search(query_vector, k)
-        return rows[0].tolist(), scores[0]
+        return type(self._col).dense_search(self, query_vector, k)
 
     def sparse_search(self, query, k, extra_rows):
-        from rag.store.base import SparseHits
-
-        rows, scores, extra, moments = self.sparse.search_tokens_with(
-            self.sparse.tokenizer(query), k, np.asarray(extra_rows, dtype=np.int64))
-        return SparseHits(rows.tolist(), scores, extra, moments)
+        return type(self._col).sparse_search(self, query, k, extra_rows)
 
     def __getattr__(self, item):
         return getattr(self._col, item)
