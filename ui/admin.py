@@ -1,7 +1,7 @@
 """Admin tab: accounts, rights on collections, and the audit log. For admins only.
 
 The tab is built once for everybody; the page's load event hides it from users who are not admins, and every
-handler refuses them on the server anyway (:func:`ui.auth.require_admin`), whatever the page sends. Each change
+handler refuses them on the server anyway (:meth:`rag.state.State.require_admin`), whatever the page sends. Each change
 goes to the audit log (refused attempts too), which this tab shows (newest first, filterable) and exports as CSV.
 """
 from __future__ import annotations

@@ -16,41 +16,9 @@ from __future__ import annotations
 
 import logging
 
-from rag.state import AccessDenied
-
 log = logging.getLogger(__name__)
 
 CREATORS = ("admin", "editor")
-
-
-def client_of(request, settings=None) -> str:
-    """The client address of a Gradio request ("-" when there is none, as in direct calls); behind a trusted
-    proxy (``auth.trusted_proxies``) the forwarded one."""
-    if request is None or getattr(request, "client", None) is None:
-        return "-"
-    if settings is not None:
-        try:
-            from rag.state.clients import client_address
-
-            return client_address(request, settings)
-        except Exception:  # noqa: BLE001 - a request-like object without headers (direct calls in tests)
-            pass
-    host = getattr(getattr(request, "client", None), "host", None)
-    return str(host) if host else "-"
-
-
-def require_admin(state, user) -> None:
-    state.require_admin(user)
-
-
-def require_create(state, user) -> None:
-    """Editors and admins may create collections (and become their owner)."""
-    state.require_create(user)
-
-
-def require_delete_collection(state, user, collection: str) -> None:
-    """The owner of a collection, or an admin, may delete it."""
-    state.require_delete_collection(user, collection)
 
 
 def rights_note(state, user, collection: str | None) -> str:
@@ -79,5 +47,4 @@ def outcome(e: BaseException | None) -> str:
     return _outcome(e)
 
 
-__all__ = ["client_of", "require_admin", "require_create", "require_delete_collection", "rights_note", "audit",
-           "outcome", "AccessDenied"]
+__all__ = ["CREATORS", "rights_note", "audit", "outcome"]
