@@ -14,13 +14,9 @@ Changes and refused changes go to the audit log (actor: the key's user; detail: 
 """
 from __future__ import annotations
 
-import logging
-
 from rag.store import CollectionNotFound, validate_name
 
 from .security import Caller
-
-log = logging.getLogger(__name__)
 
 
 def not_found(name: str) -> CollectionNotFound:
@@ -33,11 +29,8 @@ def audit(svc, caller: Caller, action: str, *, collection: str | None = None, do
           result: str = "ok", detail: str = "") -> None:
     """Append to the audit log (the same action names as the web app's); a failure to write it is logged,
     never the action's failure."""
-    try:
-        svc.state.audit(caller.user, action, collection=collection, document=document, result=result,
+    svc.state.try_audit(caller.user, action, collection=collection, document=document, result=result,
                         detail=(f"API key {caller.name!r}" + (f"; {detail}" if detail else ""))[:2000])
-    except Exception:  # noqa: BLE001
-        log.exception("cannot write the audit log (%s by %s)", action, caller.user.name)
 
 
 def check_read(svc, caller: Caller, name: str) -> None:

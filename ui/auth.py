@@ -14,10 +14,6 @@ admin password any more: accounts are made with ``hybrid-rag users add`` or in t
 """
 from __future__ import annotations
 
-import logging
-
-log = logging.getLogger(__name__)
-
 CREATORS = ("admin", "editor")
 
 
@@ -32,12 +28,10 @@ def rights_note(state, user, collection: str | None) -> str:
 
 def audit(backend, user, action: str, *, collection=None, document=None, result: str = "ok",
           detail: str = "") -> None:
-    """Append to the audit log; a failure to write it is logged, never shown as the action's failure."""
-    try:
-        backend.state.audit(user, action, collection=collection, document=document, result=result,
+    """Append to the audit log (:meth:`rag.state.State.try_audit`: a failure to write it is logged, never shown
+    as the action's failure)."""
+    backend.state.try_audit(user, action, collection=collection, document=document, result=result,
                             detail=str(detail)[:2000])
-    except Exception:  # noqa: BLE001
-        log.exception("cannot write the audit log (%s by %s)", action, getattr(user, "name", user))
 
 
 def outcome(e: BaseException | None) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import logging
 import unicodedata
 
 from sqlalchemy import insert, select
@@ -17,6 +18,7 @@ from .users import User
 
 CSV_COLUMNS = ["id", "time", "actor", "action", "collection", "document", "result", "detail"]
 MAX_DETAIL = 4000
+log = logging.getLogger(__name__)
 RESULTS = ("ok", "denied", "failed")   # the only results an entry may have, from every path (web, API, CLI)
 
 
@@ -47,6 +49,14 @@ class AuditMixin:
                 collection=_clean(collection, 64) if collection else None,
                 document=_clean(document, 512) if document else None,
                 result=result, detail=str(detail or "")[:MAX_DETAIL])).inserted_primary_key[0])
+
+    def try_audit(self, actor, action, **entry) -> None:
+        """:meth:`audit` for the web app and the API: a failure to write the log is logged, never the failure of
+        the action being recorded."""
+        try:
+            self.audit(actor, action, **entry)
+        except Exception:  # noqa: BLE001
+            log.exception("cannot write the audit log (%s by %s)", action, getattr(actor, "name", actor))
 
     def audit_log(self, limit: int = 200, offset: int = 0, actor=None, action=None, collection=None) -> list[dict]:
         """Entries newest first: id, ts, time (UTC, ISO), actor, action, collection, document, result, detail.
