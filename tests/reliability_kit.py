@@ -260,6 +260,8 @@ def sign_in(page, base_url: str, user: str, password: str, *, expect_ok: bool = 
         page.wait_for_selector("#chat-input textarea", timeout=60_000)
         page.wait_for_function("() => (document.querySelector('#hr-user') || {}).innerText?.includes('Signed in')",
                                timeout=60_000)
+        # the page's load event fills lists and captions per user: wait until no component shows progress
+        page.wait_for_function("() => document.querySelectorAll('.progress-text').length === 0", timeout=60_000)
 
 
 # --- Gradio's HTTP protocol -----------------------------------------------------------------------

@@ -192,7 +192,9 @@ def _set_number(page, elem_label: str, value: int):
 
 def test_blind_comparison_vote_and_leaderboard(server, page):
     _tab(page, "Compare")
-    assert page.inner_text("#lb-caption").startswith("0 votes")
+    # the caption is refilled for the signed-in user on load (a progress timer shows meanwhile)
+    page.wait_for_function(
+        "() => document.querySelector('#lb-caption').innerText.trim().startsWith('0 votes')", timeout=30_000)
     # small budgets: the embedded model answers both columns, one after the other, on a shared CPU
     page.locator("#cmp-columns").scroll_into_view_if_needed()
     for label, value in (("number input for Top-k", 2), ("number input for Max tokens", 16)):
