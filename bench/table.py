@@ -90,6 +90,8 @@ def _retrieval(S: dict, keys: list[str]) -> list[str]:
             + x(r["sparse"]["rank_bm25"].get("x_ours_faster_p50"), "ours {} faster")),
         row("dense, the store's index (see below)", lambda r: pp(r["dense"]["index"])
             + x(r["dense"]["index"].get("x_vs_exact_p50"), "{} faster than exact")),
+        row("dense, the collection's search (index, then candidates ranked by stored vectors)",
+            lambda r: pp(r["dense"]["collection"]) + f", recall@10 {r['dense']['collection']['recall@10_vs_exact']:.3f}"),
         row("dense, exact IndexFlatIP", lambda r: pp(r["dense"]["exact"])),
         row("the store's dense index", lambda r: r["dense"]["index"]["label"]),
         row("sparse top-10 scores equal to bm25s'", lambda r: r["sparse"]["same_top10_scores_as_bm25s"]),

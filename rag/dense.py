@@ -174,7 +174,9 @@ class DenseIndex:
         if self.size == 0 or k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         k = min(k, self.size)
-        if len(queries) < _PARALLEL_MIN_QUERIES and self.device == "cpu":
+        if len(queries) == 1 and self.device == "cpu" and self.kind == "ivf" and self.ivf_nprobe >= 2:
+            scores, rows = _ivf_in_two_halves(self._search_index, queries, k)
+        elif len(queries) < _PARALLEL_MIN_QUERIES and self.device == "cpu":
             scores, rows = _single_thread_search(self._search_index, queries, k)
         else:
             scores, rows = self._search_index.search(queries, k)
@@ -241,6 +243,44 @@ def _single_thread_search(index, queries, k):
         return index.search(queries, k)
     finally:
         faiss.omp_set_num_threads(before)
+
+
+def _ivf_in_two_halves(index, query, k):
+    """One query on an IVF index, its ``nprobe`` nearest cells scanned in two halves at once: this thread takes
+    every other cell, a pool thread (:mod:`rag.parallel`, when one is free) the rest; the two top-k lists are
+    merged. The rows of one scan over all the cells, on two cores (docs/benchmarks.md)."""
+    from . import parallel
+
+    dq, iq = _single_thread_search(index.quantizer, query, int(index.nprobe))
+    other = parallel.in_background(_scan_cells, index, query, k, iq[:, 1::2], dq[:, 1::2])
+    scores0, rows0 = _scan_cells(index, query, k, iq[:, 0::2], dq[:, 0::2])
+    (scores1, rows1), _ = other.result()
+    scores, rows = np.concatenate([scores0[0], scores1[0]]), np.concatenate([rows0[0], rows1[0]])
+    keep = rows >= 0
+    scores, rows = scores[keep], rows[keep]
+    order = np.lexsort((rows, -scores))[:k]
+    out_s = np.full((1, k), -np.inf, dtype=np.float32)
+    out_r = np.full((1, k), -1, dtype=np.int64)
+    out_s[0, :len(order)], out_r[0, :len(order)] = scores[order], rows[order]
+    return out_s, out_r
+
+
+def _scan_cells(index, query, k, cells, cell_scores):
+    import faiss
+
+    # the C++ call, which takes the per-search nprobe (the Python wrapper asserts the index's own)
+    cells = np.ascontiguousarray(cells, dtype=np.int64)
+    cell_scores = np.ascontiguousarray(cell_scores, dtype=np.float32)
+    params = faiss.SearchParametersIVF(nprobe=int(cells.shape[1]))
+    scores, rows = np.empty((1, k), np.float32), np.empty((1, k), np.int64)
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        index.search_preassigned_c(1, faiss.swig_ptr(query), k, faiss.swig_ptr(cells), faiss.swig_ptr(cell_scores),
+                                   faiss.swig_ptr(scores), faiss.swig_ptr(rows), False, params)
+    finally:
+        faiss.omp_set_num_threads(before)
+    return scores, rows
 
 
 def _as_matrix(x: np.ndarray, dim: int) -> np.ndarray:

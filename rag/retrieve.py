@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import parallel
 from .errors import InvalidInput
 from .store import Collection, CollectionError
 from .types import Hit
@@ -83,6 +84,8 @@ class Retriever:
         timings = {}
         dense_rows, dense_scores = [], np.zeros(0)
         sparse_rows, sparse_scores = [], np.zeros(0)
+        # hybrid: BM25 runs on another core while this thread embeds the query and searches the dense index
+        sparse_job = parallel.in_background(col.sparse_search, query, depth, []) if mode == "hybrid" else None
         # sparse-only search never embeds the query (query_vector stays None; Engine embeds it for the router
         # only when the auto router runs); dense and hybrid embed it once and the router reuses it
         qvec = query_vector
@@ -97,11 +100,17 @@ class Retriever:
         sparse_moments = None
         if mode in ("sparse", "hybrid"):
             t = time.perf_counter()
-            sp = col.sparse_search(query, depth, dense_rows)
+            if sparse_job is None:
+                sp, timings["sparse_ms"] = parallel.timed(col.sparse_search, query, depth, [])
+            else:
+                sp, timings["sparse_ms"] = sparse_job.result()
+                timings["sparse_wait_ms"] = (time.perf_counter() - t) * 1000
             sparse_rows, sparse_scores, sparse_moments = sp.rows, sp.scores, sp.moments
-            sparse_of = dict(zip(dense_rows, map(float, sp.extra_scores)))
-            sparse_of.update(zip(sparse_rows, map(float, sparse_scores)))
-            timings["sparse_ms"] = (time.perf_counter() - t) * 1000
+            sparse_of = dict(zip(sparse_rows, map(float, sparse_scores)))
+            # the dense candidates BM25's top list missed get their own BM25 score (exact fusion over the union)
+            missing = [r for r in dense_rows if r not in sparse_of]
+            if missing:
+                sparse_of.update(zip(missing, map(float, col.sparse_scores(query, missing))))
 
         t = time.perf_counter()
         exact_dense = None
@@ -114,7 +123,8 @@ class Retriever:
             fused = rrf({"dense": dense_rows, "sparse": sparse_rows}, weights, s.rrf_k)
         else:
             dense_moments = col.dense_moments(qvec) if sparse_moments is not None else None
-            fused, exact_dense = _convex_exact(col, qvec, sparse_of, dense_moments, sparse_moments, weights)
+            known = dict(zip(dense_rows, map(float, dense_scores))) if col.exact_dense_scores else {}
+            fused, exact_dense = _convex_exact(col, qvec, sparse_of, known, dense_moments, sparse_moments, weights)
         top = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
         timings["fuse_ms"] = (time.perf_counter() - t) * 1000
 
@@ -135,14 +145,18 @@ class Retriever:
                                candidates={"dense": len(dense_rows), "sparse": len(sparse_rows)})
 
 
-def _convex_exact(col: Collection, qvec, sparse_of: dict[int, float], dense_moments, sparse_moments, weights):
+def _convex_exact(col: Collection, qvec, sparse_of: dict[int, float], known: dict[int, float], dense_moments,
+                  sparse_moments, weights):
     """Convex fusion of z-scores, with the exact score of every candidate of either list on both sides.
-    ``sparse_of`` holds the BM25 score of every candidate (the union of both lists). The z-scores use the
-    corpus-level moments where the backend gives both, else the moments over the union."""
+    ``sparse_of`` holds the BM25 score of every candidate (the union of both lists), ``known`` the exact dense
+    scores already in hand (the others are fetched). The z-scores use the corpus-level moments where the
+    backend gives both, else the moments over the union."""
     if not sparse_of:
         return {}, {}
     union = sorted(sparse_of)
-    dense = np.asarray(col.dense_scores(qvec, union), dtype=np.float64)
+    fetch = [r for r in union if r not in known]
+    of = dict(zip(fetch, np.asarray(col.dense_scores(qvec, fetch), dtype=np.float64).tolist())) if fetch else {}
+    dense = np.fromiter((known[r] if r in known else of[r] for r in union), dtype=np.float64, count=len(union))
     sparse = np.fromiter((sparse_of[r] for r in union), dtype=np.float64, count=len(union))
     if dense_moments is None or sparse_moments is None:
         dense_moments, sparse_moments = (dense.mean(), dense.std()), (sparse.mean(), sparse.std())

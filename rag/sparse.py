@@ -150,19 +150,41 @@ def build_csc(token_ids: np.ndarray, offsets: np.ndarray, n_vocab: int, method: 
 
 # -- compiled search --------------------------------------------------------------------------
 
-_KERNEL = None
+_KERNELS: dict = {}
 _KERNEL_LOCK = threading.Lock()
 
 
 def _kernel():
     """The numba top-k kernel, compiled once per process (cached on disk by numba)."""
-    global _KERNEL
+    return _compiled(_score_topk_py)
+
+
+def _compiled(fn):
     with _KERNEL_LOCK:
-        if _KERNEL is None:
+        if fn not in _KERNELS:
             from numba import njit
 
-            _KERNEL = njit(cache=True, nogil=True)(_score_topk_py)
-    return _KERNEL
+            _KERNELS[fn] = njit(cache=True, nogil=True)(fn)
+    return _KERNELS[fn]
+
+
+def _rows_scores_py(data, indices, indptr, qids, rows, out):
+    """``out[i]`` += the posting value of ``rows[i]`` in each query term's list: a binary search in each (rows
+    are sorted within a list). ``rows`` ascending: each search starts where the last one ended."""
+    for q in qids:
+        lo0, hi0 = indptr[q], indptr[q + 1]
+        for i in range(rows.shape[0]):
+            r = rows[i]
+            lo, hi = lo0, hi0
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if indices[mid] < r:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            lo0 = lo
+            if lo < hi0 and indices[lo] == r:
+                out[i] += data[lo]
 
 
 def _score_topk_py(data, indices, indptr, qids, k, acc, touched, out_rows, out_scores, extra, extra_out, dense):
@@ -379,6 +401,35 @@ class SparseIndex:
         rows, vals = top_k(scores, k)
         return rows, vals, scores[extra].astype(np.float32), (float(scores.mean()), float(scores.std()))
 
+    def scores_of(self, tokens: list[str], rows) -> np.ndarray:
+        """BM25 scores of ``rows`` alone (0 where a row has none of the terms), float32: a binary search per
+        query term in its posting list (rows are sorted within each), so the cost grows with the number of
+        rows asked for, not with the collection. Equal to the full score array at those rows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros(len(rows), dtype=np.float32)
+        ids = self.query_ids(tokens) if len(rows) else []
+        if not ids:
+            return out
+        if self._bm25.nonoccurrence_array is not None:  # bm25l / bm25+: every row has a score; no shortcut
+            return self._bm25.get_scores_from_ids(ids)[rows].astype(np.float32)
+        sc = self._bm25.scores
+        data, indices, indptr = sc["data"], sc["indices"], sc["indptr"]
+        rows = rows.astype(indices.dtype)  # searchsorted would otherwise convert the whole posting list
+        if self.backend == "numba":
+            order = np.argsort(rows, kind="stable")
+            got = np.zeros(len(rows), dtype=np.float32)
+            _compiled(_rows_scores_py)(data, indices, indptr, np.asarray(ids, np.int64), rows[order], got)
+            out[order] = got
+            return out
+        for q in ids:  # a repeated query term counts again, as in the kernel and bm25s
+            lo, hi = int(indptr[q]), int(indptr[q + 1])
+            seg = indices[lo:hi]
+            pos = np.searchsorted(seg, rows)
+            hit = pos < hi - lo
+            hit[hit] = seg[pos[hit]] == rows[hit]
+            out[hit] += data[lo + pos[hit]]
+        return out
+
     def _search_compiled(self, qids: np.ndarray, k: int, extra: np.ndarray):
         sc = self._bm25.scores
         if self._scratch is None:
@@ -415,6 +466,7 @@ class SparseIndex:
             for dense in (False, True):
                 _kernel()(d, ix, ip, np.zeros(1, np.int64), 1, acc, touched, np.empty(1, np.int32),
                           np.empty(1, np.float32), np.zeros(1, np.int64), np.empty(1, np.float32), dense)
+            _compiled(_rows_scores_py)(d, ix, ip, np.zeros(1, np.int64), ix.copy(), np.zeros(2, np.float32))
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

@@ -98,6 +98,24 @@ def test_compiled_fusion_inputs_equal_the_full_score_array(sample_corpus, kernel
     _passes_took_effect(fast, kernel_pass, sum(bool(fast.query_ids(fast.tokenizer(q))) for q in QUERIES))
 
 
+@pytest.mark.parametrize("method", ["lucene", "bm25l"])
+def test_scores_of_rows_equal_the_full_score_array(sample_corpus, method):
+    """``scores_of`` (a binary search per term, for the dense candidates BM25's top list missed) gives the full
+    array's value at every row asked for: rows with and without the terms, repeated rows, repeated terms."""
+    texts = _texts(sample_corpus)
+    rng = np.random.default_rng(2)
+    for backend in ("numba", "numpy"):
+        idx = SparseIndex(method=method, backend=backend).build(texts)
+        for q in QUERIES + ["zzzunknownword", ""]:
+            qt = idx.tokenizer(q)
+            full = idx.scores_for_tokens(qt)
+            rows = np.concatenate([rng.choice(len(texts), 60, replace=False), np.flatnonzero(full)[:20], [0, 0]])
+            got = idx.scores_of(qt, rows)
+            assert got.dtype == np.float32 and got.shape == rows.shape
+            np.testing.assert_allclose(got, full[rows], rtol=1e-6, atol=1e-7)
+        assert idx.scores_of(idx.tokenizer(QUERIES[0]), []).shape == (0,)
+
+
 def test_rebuild_from_stored_token_ids_equals_fresh_build(tmp_path, sample_corpus):
     texts = _texts(sample_corpus)
     old = SparseIndex().build(texts[:200])
@@ -129,6 +147,55 @@ def test_approximate_indexes_have_high_recall(approx, storage, tmp_path):
     assert (back.kind, back.storage, back.approx) == (approx, storage, approx)
     np.testing.assert_array_equal(back.search(Q, 10)[1], rows)
     assert back.memory_bytes() > 0
+
+
+@pytest.mark.parametrize("pool_free", [True, False])
+def test_one_ivf_query_in_two_halves_finds_what_one_scan_finds(pool_free, monkeypatch):
+    """A single query's cells are scanned in two halves (one on a pool thread when one is free, else both on
+    the caller's): the merged list is the list of one scan over all the cells."""
+    import threading
+
+    import rag.parallel
+    from rag.dense import _single_thread_search
+
+    if not pool_free:
+        monkeypatch.setattr(rag.parallel, "_SLOTS", threading.BoundedSemaphore(1))
+        rag.parallel._SLOTS.acquire()
+    rng = np.random.default_rng(3)
+    X = _unit(rng, 4000, 32)
+    idx = DenseIndex(32, DenseSettings(exact_max=1000, approx="ivf", storage="sq8", ivf_nprobe=9)).build(X)
+    assert idx.kind == "ivf"
+    for q in _unit(rng, 20, 32):
+        s1, r1 = idx.search(q, 50)
+        s2, r2 = _single_thread_search(idx.index, q[None], 50)
+        assert sorted(r1[0].tolist()) == sorted(r2[0].tolist()) and (np.diff(s1[0]) <= 0).all()
+        np.testing.assert_allclose(s1[0], s2[0], rtol=1e-6)
+    # fewer rows than k in the scanned cells: no -1 rows come back
+    tiny = DenseIndex(32, DenseSettings(exact_max=10, approx="ivf", storage="sq8", ivf_nprobe=2)).build(X[:400])
+    _, rows = tiny.search(X[0], 400)
+    assert (rows >= 0).all() and 0 < rows.shape[1] < 400
+
+
+def test_quantised_candidates_are_ranked_by_their_stored_vectors(store_settings):
+    """An IVF-SQ8 collection: the codes find the candidates, the stored float32 vectors give their scores and
+    order (exact scores: fusion reuses them)."""
+    if store_settings.store.backend != "files":
+        return
+    store_settings.dense.exact_max, store_settings.dense.storage = 100, "sq8"
+    rng = np.random.default_rng(4)
+    X = _unit(rng, 1200, 32)
+    with CollectionWriter("sq8", store_settings, embedder_id="test-embedder", dim=32) as w:
+        for i in range(0, 1200, 100):
+            chunks = [Chunk(id=f"d{i}#{j}", doc_id=f"d{i}", source=f"d{i}.md", text=f"text {i} {j}", start=0, end=5)
+                      for j in range(100)]
+            w.add(DocRecord(f"d{i}", f"d{i}.md", "", f"h{i}"), chunks, X[i:i + 100])
+        w.commit()
+    col = open_collection("sq8", store_settings)
+    assert col.dense.kind == "ivf" and col.exact_dense_scores
+    for q in _unit(rng, 10, 32):
+        rows, scores = col.dense_search(q, 20)
+        np.testing.assert_allclose(scores, np.asarray(col._vectors)[rows] @ q, rtol=1e-5, atol=1e-6)
+        assert (np.diff(scores) <= 0).all()
 
 
 def test_ivf_grows_in_place_until_it_needs_retraining():

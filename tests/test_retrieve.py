@@ -127,3 +127,38 @@ def test_corpus_level_convex_matches_brute_force(retriever, backend):
             assert got[doc] == pytest.approx(z[row], rel=1e-4, abs=1e-4)
     assert all(h.dense_score is not None and h.sparse_score is not None for h in res.hits)
     assert any(h.dense_rank is None or h.sparse_rank is None for h in res.hits)  # depth 2: some came from one side
+
+
+def test_hybrid_runs_bm25_beside_the_query_embedding(retriever, monkeypatch):
+    """Hybrid search hands BM25 to a pool thread while it embeds the query and searches the dense index; the
+    hits are exactly those of the same search on one thread, and when every pool thread is taken the BM25 call
+    runs on the caller's thread."""
+    import threading
+
+    import rag.parallel
+
+    col, seen = retriever.collection, []
+    search = col.sparse_search
+
+    def spy(*args):
+        seen.append(threading.current_thread())
+        return search(*args)
+
+    monkeypatch.setattr(col, "sparse_search", spy)
+    q = "pets that purr and bread made with flour"
+    for fusion in ("convex", "rrf"):
+        retriever.settings = retriever.settings.model_copy(update={"fusion": fusion, "depth": 3})
+        seen.clear()
+        res = retriever.search(q, mode="hybrid", k=4)
+        assert seen and seen[0] is not threading.current_thread() and "sparse_wait_ms" in res.timings
+        monkeypatch.setattr(rag.parallel, "_SLOTS", threading.BoundedSemaphore(1))
+        rag.parallel._SLOTS.acquire()  # every pool thread busy: the call runs here, when its result is asked for
+        seen.clear()
+        inline = retriever.search(q, mode="hybrid", k=4)
+        assert seen == [threading.current_thread()]
+        monkeypatch.undo()
+        monkeypatch.setattr(col, "sparse_search", spy)
+
+        def explain(r):
+            return [(h.chunk.id, round(h.score, 6), h.dense_rank, h.sparse_rank, h.sparse_score) for h in r.hits]
+        assert explain(res) == explain(inline) and len(res.hits) >= 3

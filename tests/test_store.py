@@ -76,6 +76,10 @@ def test_sparse_search_scores_the_extra_rows(store_settings):
     assert _ids(col, hits.rows) == ["b#0"] and hits.scores[0] > 0
     assert hits.extra_scores[0] > 0 and hits.extra_scores[1] == 0  # a#0 has the term, a#1 has not
     assert hits.extra_scores[0] < hits.scores[0]
+    # the same scores on their own (what hybrid search asks for once its BM25 and dense lists are in)
+    of = col.sparse_scores("gamma", [by_id["a#0"], by_id["a#1"], by_id["b#0"]])
+    np.testing.assert_allclose(of, [hits.extra_scores[0], 0.0, hits.scores[0]], rtol=1e-5)
+    assert col.sparse_scores("gamma", []).shape == (0,) and col.sparse_scores("unknownword", [by_id["a#0"]])[0] == 0
 
 
 def _all_rows(col):

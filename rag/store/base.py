@@ -52,12 +52,20 @@ class Collection:
     def embedder_id(self) -> str:
         return self.manifest["embedder"]["id"]
 
+    # True where dense_search's scores are the exact inner products with the stored vectors (fusion then
+    # fetches exact scores only for the rows BM25 added)
+    exact_dense_scores: bool = False
+
     def dense_search(self, query_vector: np.ndarray, k: int) -> tuple[list[int], np.ndarray]:
         """The ``k`` rows nearest to the (normalised) query vector by inner product, best first."""
         raise NotImplementedError
 
     def sparse_search(self, query: str, k: int, extra_rows: list[int]) -> SparseHits:
         """The ``k`` best rows by BM25, plus the BM25 scores of ``extra_rows``."""
+        raise NotImplementedError
+
+    def sparse_scores(self, query: str, rows: list[int]) -> np.ndarray:
+        """The BM25 scores of ``rows`` for the query (0 where a row has none of its terms)."""
         raise NotImplementedError
 
     def dense_scores(self, query_vector: np.ndarray, rows: list[int]) -> np.ndarray:

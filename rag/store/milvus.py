@@ -305,10 +305,17 @@ class MilvusCollection(Collection):
         terms = " ".join(self.tokenizer(query))
         top = self._bm25(terms, k, self._filter) if terms else {}
         missing = [r for r in extra_rows if r not in top]
-        extra = self._bm25(terms, len(missing), f"({self._filter}) and pk in {_ints(missing)}") if terms and missing else {}
+        extra = dict(zip(missing, self._bm25_of(terms, missing).tolist()))
         extra.update(top)
         return SparseHits(list(top), np.array(list(top.values()), dtype=np.float32),
                           np.array([extra.get(r, 0.0) for r in extra_rows], dtype=np.float32), None)
+
+    def sparse_scores(self, query, rows):
+        return self._bm25_of(" ".join(self.tokenizer(query)), list(rows))
+
+    def _bm25_of(self, terms: str, rows: list[int]) -> np.ndarray:
+        found = self._bm25(terms, len(rows), f"({self._filter}) and pk in {_ints(rows)}") if terms and rows else {}
+        return np.array([found.get(r, 0.0) for r in rows], dtype=np.float32)
 
     def dense_scores(self, query_vector, rows):
         found = {}
