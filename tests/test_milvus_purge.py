@@ -1,5 +1,5 @@
 """Milvus has no transactions: a commit hides the rows it replaced or removed at once, and deletes them only
-``rag.store.milvus.PURGE_AFTER_S`` later, so a search that began on the generation before still reads every
+``rag.store.milvus.writer.PURGE_AFTER_S`` later, so a search that began on the generation before still reads every
 row it found (the race the reader/writer stress test in test_reliability_crash.py hit: a reader's rows deleted
 between its search and its chunk fetch). A real embedded Milvus (Milvus Lite); no mocks."""
 import numpy as np
@@ -54,7 +54,7 @@ def test_replaced_rows_stay_readable_until_the_purge_is_due(store_settings, monk
 
     with CollectionWriter("p", settings, embedder_id="e", dim=DIM) as w:  # dedupe sees the visible state only
         assert w.existing_hash("a") == "sha-a-3" and not w.has_document("b")
-    monkeypatch.setattr(milvus, "PURGE_AFTER_S", 0.0)
+    monkeypatch.setattr(milvus.writer, "PURGE_AFTER_S", 0.0)
     with CollectionWriter("p", settings, embedder_id="e", dim=DIM):  # a writer purges what is due
         pass
     assert _rows_of(settings, "a") == 1 and _rows_of(settings, "b") == 0
