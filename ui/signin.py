@@ -80,14 +80,6 @@ def client_address(request, settings) -> str:
     return _addr(request, settings)
 
 
-def _https(request, settings) -> bool:
-    """The cookie's Secure flag: https here, or ``X-Forwarded-Proto: https`` from a trusted proxy only
-    (:func:`rag.state.clients.is_https`)."""
-    from rag.state.clients import is_https
-
-    return is_https(request, settings)
-
-
 def _sso_user(state, settings, request) -> str | None:
     from rag.state import StateError, sso_user_name
 
@@ -214,6 +206,7 @@ def install(app, settings, backend):
     from fastapi.responses import HTMLResponse, RedirectResponse
 
     from rag.state import AuthError
+    from rag.state.clients import is_https
 
     state_of = lambda: backend.state  # noqa: E731 - opened on first use, as the handlers do
 
@@ -272,7 +265,8 @@ def install(app, settings, backend):
         log.info("signed in: %s from %s", user.name, client)
         resp = RedirectResponse(nxt, status_code=303)
         resp.set_cookie(COOKIE, token, max_age=int(settings.auth.session_max_s), path="/", httponly=True,
-                        samesite="lax", secure=_https(request, settings))
+                        samesite="lax",
+                        secure=is_https(request, settings))  # https, or a trusted proxy says so
         return resp
 
     @app.post("/logout", include_in_schema=False)
@@ -284,7 +278,7 @@ def install(app, settings, backend):
             _CACHE.drop(token)
             await run_in_threadpool(lambda: state_of().end_session(token))
         resp = RedirectResponse("login?signed_out=1", status_code=303)
-        resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax", secure=_https(request, settings))
+        resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax", secure=is_https(request, settings))
         return resp
 
     app.add_middleware(SignInRedirect, backend=backend)

@@ -123,7 +123,7 @@ votes = Table(
     Column("question", Text, nullable=False),
     Column("collection", String(200), nullable=False, index=True),
     Column("meta", Text, nullable=False),
-    Column("voter", String(64), nullable=True, index=True),   # the user's name; NULL for imported/anonymous votes,
+    Column("voter", String(64), nullable=True, index=True),   # the user's name; NULL for imported/anonymous votes
     sqlite_autoincrement=True,  # ids are never reused after a delete
 )
 
