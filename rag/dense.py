@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -235,12 +236,19 @@ def _single_thread_search(index, queries, k):
     on a busy machine a parked worker can stall a 2 ms search for tens of ms (measured: bench/, and
     docs/benchmarks.md). ``omp_set_num_threads`` sets the calling thread's value only, so index builds in
     other threads keep every core."""
+    with _one_omp_thread():
+        return index.search(queries, k)
+
+
+@contextmanager
+def _one_omp_thread():
+    """FAISS's OpenMP on this thread only, one thread, for the block (see :func:`_single_thread_search`)."""
     import faiss
 
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
-        return index.search(queries, k)
+        yield
     finally:
         faiss.omp_set_num_threads(before)
 
@@ -273,13 +281,9 @@ def _scan_cells(index, query, k, cells, cell_scores):
     cell_scores = np.ascontiguousarray(cell_scores, dtype=np.float32)
     params = faiss.SearchParametersIVF(nprobe=int(cells.shape[1]))
     scores, rows = np.empty((1, k), np.float32), np.empty((1, k), np.int64)
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
+    with _one_omp_thread():
         index.search_preassigned_c(1, faiss.swig_ptr(query), k, faiss.swig_ptr(cells), faiss.swig_ptr(cell_scores),
                                    faiss.swig_ptr(scores), faiss.swig_ptr(rows), False, params)
-    finally:
-        faiss.omp_set_num_threads(before)
     return scores, rows
 
 
