@@ -85,13 +85,19 @@ class RetrievalSettings(Strict):
 class DenseSettings(Strict):
     exact_max: int = Field(50_000, ge=0)
     approx: Literal["hnsw", "ivf"] = "ivf"
-    storage: Literal["flat", "fp16", "sq8"] = "sq8"
+    storage: Literal["auto", "flat", "fp16", "sq8", "pq"] = "auto"
     ivf_nlist: int = Field(0, ge=0)
     ivf_nprobe: int = Field(64, ge=1)
     hnsw_m: int = Field(32, ge=4, le=256)
     hnsw_ef_construction: int = Field(80, ge=8)
     hnsw_ef_search: int = Field(96, ge=8)
     use_gpu: Literal["auto", "never"] = "auto"
+
+    @model_validator(mode="after")
+    def _pq_is_ivf(self):
+        if self.storage == "pq" and self.approx != "ivf":
+            raise ValueError("storage pq (product quantisation) needs approx ivf: use sq8 or fp16 with hnsw")
+        return self
 
 
 class SparseSettings(Strict):

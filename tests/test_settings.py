@@ -764,7 +764,7 @@ def test_unknown_or_bad_settings_are_errors_that_name_their_source(tmp_path, mon
 def test_defaults_of_the_schema_equal_default_yaml():
     """The code's defaults and the shipped file agree, so a component built without settings behaves alike."""
     from rag.config import DenseSettings, SparseSettings
-    from rag.dense import DenseIndex
+    from rag.dense import DenseIndex, gpu_count
     from rag.sparse import SparseIndex
 
     s = load_settings()
@@ -772,7 +772,9 @@ def test_defaults_of_the_schema_equal_default_yaml():
                     "jobs"):
         assert getattr(s, section) == type(getattr(s, section))(), section
     d = DenseIndex(8)
-    assert (d.exact_max, d.approx, d.storage, d.ivf_nprobe) == (s.dense.exact_max, s.dense.approx, s.dense.storage,
-                                                                s.dense.ivf_nprobe) == (
-        DenseSettings().exact_max, DenseSettings().approx, DenseSettings().storage, DenseSettings().ivf_nprobe)
+    assert (d.exact_max, d.approx, d.ivf_nprobe) == (s.dense.exact_max, s.dense.approx, s.dense.ivf_nprobe) == (
+        DenseSettings().exact_max, DenseSettings().approx, DenseSettings().ivf_nprobe)
+    # storage auto resolves where the index is made: fast-scan pq on a machine whose FAISS sees no GPU
+    assert s.dense.storage == DenseSettings().storage == "auto"
+    assert d.storage == ("sq8" if gpu_count() else "pq")
     assert SparseIndex().params == {k: getattr(SparseSettings(), k) for k in ("method", "k1", "b", "stopwords", "stemmer")}
