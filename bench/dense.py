@@ -20,7 +20,7 @@ from rag.dense import DenseIndex
 
 from .common import ratio, recall_at, summary, timed
 
-CODEC = {"flat": "Flat", "fp16": "SQfp16", "sq8": "SQ8"}
+CODEC = {"flat": "Flat", "fp16": "SQfp16", "sq8": "SQ8", "pq": "PQ4fs"}
 NPROBES = (8, 16, 32, 64, 128, 256)
 EF_SEARCHES = (16, 32, 64, 128, 256)
 _KNOB = {"ivf_nprobe": "nprobe", "hnsw_ef_search": "efSearch"}

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.dense import DenseIndex
 from rag.retrieve import Retriever
 from rag.sparse import SparseIndex
 from rag.store import CollectionWriter, DocRecord, open_collection
@@ -178,13 +179,14 @@ def _read_through(path: Path) -> int:
     return total >> 20
 
 
-def end_to_end(col, embedder, settings, queries: list[str]) -> dict:
+def end_to_end(col, embedder, settings, queries: list[str], previous_col=None) -> dict:
     """Hybrid and sparse-only search with the configured query embedder, beside the previous query path
-    (:class:`_PreviousQueryPath`), interleaved query by query so that load falls on both alike."""
+    (:class:`_PreviousQueryPath`, over ``previous_col``: the collection with the dense index built before),
+    interleaved query by query so that load falls on both alike."""
     backend = getattr(embedder, "backend", "torch")
     now = Retriever(col, embedder, settings.retrieval)
     prev = _PreviousQueryPath(embedder)
-    before = Retriever(col, prev, settings.retrieval)
+    before = Retriever(previous_col or col, prev, settings.retrieval)
     ms = timed_interleaved({
         "hybrid+embed": lambda q: now.search(q, mode="hybrid"),
         "hybrid+embed_previous": lambda q: prev.search(before, q, "hybrid"),
@@ -223,6 +225,12 @@ def run_size(n: int, synth, queries: list[str], q_vecs: np.ndarray, settings, ar
     t = time.perf_counter()
     exact = bdense.exact_index(vecs)
     res["build"]["exact_flat_build_s"] = round(time.perf_counter() - t, 2)
+    previous = None  # pq: the IVF-SQ8 index the app built before, on the same vectors, for the "previous" rows
+    if col.dense.kind == "ivf" and col.dense.storage == "pq":
+        t = time.perf_counter()
+        sq8 = DenseIndex(vecs.shape[1], settings.dense.model_copy(update={"storage": "sq8", "use_gpu": "never"}))
+        previous = _Swapped(col, dense=sq8.build(vecs), sparse=col.sparse)
+        res["build"]["previous_sq8_index_s"] = round(time.perf_counter() - t, 2)
     del vecs
     truth = exact.search(q_vecs, 10)[1]
     recall = recall_at(col.dense.search(q_vecs, 10)[1], truth)
@@ -242,6 +250,15 @@ def run_size(n: int, synth, queries: list[str], q_vecs: np.ndarray, settings, ar
         "label": "the collection's dense search" + (" (index + exact re-rank of its candidates)"
                                                     if approximate and col.dense.storage != "flat" else ""),
         **summary(timed(lambda v: col.dense_search(v, depth), list(q_vecs))), "recall@10_vs_exact": recall_at(found, truth)}
+    if previous is not None:  # the same search over the IVF-SQ8 index, the two taking turns query by query
+        ms = timed_interleaved({"now": lambda v: col.dense_search(v, depth),
+                                "sq8": lambda v: previous.dense_search(v, depth)}, list(q_vecs))
+        found = np.array([previous.dense_search(v, depth)[0][:10] for v in q_vecs])
+        res["dense"]["collection_interleaved"] = summary(ms["now"])
+        res["dense"]["collection_sq8"] = {"label": bdense.label(previous.dense) + " + exact re-rank",
+                                          **summary(ms["sq8"]), "recall@10_vs_exact": recall_at(found, truth),
+                                          "x_pq_faster_p50": ratio(summary(ms["sq8"])["p50_ms"],
+                                                                   summary(ms["now"])["p50_ms"])}
 
     # -- sparse: the app's kernel beside bm25s (numba, numpy) and rank-bm25 ----------------------
     q_tokens = bsparse.query_tokens(col, queries)
@@ -261,7 +278,7 @@ def run_size(n: int, synth, queries: list[str], q_vecs: np.ndarray, settings, ar
     base = summary(timed(lambda q: rb.search(q, mode="hybrid"), queries))
     res["retriever"]["hybrid_baseline"] = {"label": "bm25s numpy scorer + exact IndexFlatIP", **base}
     res["retriever"]["hybrid"]["x_vs_baseline_p50"] = ratio(base["p50_ms"], res["retriever"]["hybrid"]["p50_ms"])
-    res["retriever"].update(end_to_end(col, embedder, settings, queries))
+    res["retriever"].update(end_to_end(col, embedder, settings, queries, previous))
     res["memory"] = memory_report(col, n)
     return res
 

@@ -68,7 +68,8 @@ def _retrieval(S: dict, keys: list[str]) -> list[str]:
     lat = [
         row(f"**hybrid + query embedding ({emb}), end to end**", lambda r: pp(r["retriever"]["hybrid+embed"])
             + x(r["retriever"]["hybrid+embed"].get("x_vs_previous_p50"), "{} faster than the previous path")),
-        row("hybrid + query embedding, the previous query path (batch-path embedding, touched-rows BM25 only)",
+        row("hybrid + query embedding, the previous query path (batch-path embedding, BM25 after the dense search, "
+            "touched-rows BM25 only, the IVF-SQ8 index where the store now has pq)",
             lambda r: pp(r["retriever"]["hybrid+embed_previous"])),
         row("sparse-only mode, end to end (no query embedding)", lambda r: pp(r["retriever"]["sparse+embed"])
             + x(r["retriever"]["sparse+embed"].get("x_vs_previous_p50"), "{} faster than the previous path")),
@@ -92,6 +93,11 @@ def _retrieval(S: dict, keys: list[str]) -> list[str]:
             + x(r["dense"]["index"].get("x_vs_exact_p50"), "{} faster than exact")),
         row("dense, the collection's search (index, then candidates ranked by stored vectors)",
             lambda r: pp(r["dense"]["collection"]) + f", recall@10 {r['dense']['collection']['recall@10_vs_exact']:.3f}"),
+        row("dense, the same search over an IVF-SQ8 index (the previous default; interleaved with the pq one)",
+            lambda r: (pp(r["dense"]["collection_sq8"]) + f", recall@10 {r['dense']['collection_sq8']['recall@10_vs_exact']:.3f}"
+                       + f"; pq interleaved {pp(r['dense']['collection_interleaved'])}"
+                       + x(r["dense"]["collection_sq8"].get("x_pq_faster_p50"), "pq {} faster"))
+            if "collection_sq8" in r["dense"] else "-"),
         row("dense, exact IndexFlatIP", lambda r: pp(r["dense"]["exact"])),
         row("the store's dense index", lambda r: r["dense"]["index"]["label"]),
         row("sparse top-10 scores equal to bm25s'", lambda r: r["sparse"]["same_top10_scores_as_bm25s"]),
