@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 LOCAL_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 ONNX_FORMAT = 2  # 2: eager attention in the export (1 exported SDPA: its NaN guards took a fifth of the time)
+DOC_BATCH_TOKENS = 512  # tokens per batch of documents on the CPU (at least one text a batch)
 
 
 class EmbedderError(HybridRagError, RuntimeError):
@@ -330,8 +331,15 @@ class OnnxEmbedder:
         # tokens per batch: short texts go in bigger batches; at least one batch per worker when there is work.
         # (Batches matter beyond speed: the int8 graph quantises activations per batch, so a different grouping
         # moves the vectors slightly; issue 14's equal-token plan moved the tuned citation threshold 0.54 -> 0.50.)
+        # Documents on the CPU go in batches of DOC_BATCH_TOKENS: a batch's activations then stay in the core's
+        # cache (768 SciFact chunks, interleaved: 37.1 chunks/s at 512 tokens, 34.4 at 1024, 29.5 at 8192).
+        # Other calls (the citation check's sentences, evaluation queries) keep the plan their thresholds and
+        # figures were measured with.
         total = sum(len(x) for x in ids)
-        budget = max(512, min(self.batch_size * 128, -(-total // self.workers)))
+        if background and self.device == "cpu":
+            budget = DOC_BATCH_TOKENS
+        else:
+            budget = max(512, min(self.batch_size * 128, -(-total // self.workers)))
         batches, i = [], 0
         while i < len(order):
             j = i + 1
