@@ -95,6 +95,8 @@ class DenseIndex:
         if self.storage == "pq" and self.approx != "ivf":
             raise ValueError("dense.storage pq (product quantisation) needs dense.approx ivf: use sq8 or fp16 "
                              "with hnsw.")
+        if self.storage == "pq" and self.dim % 2:
+            self.storage = "sq8"  # dim/2 sub-quantisers need an even dimension
         self.trained_on = 0
         self.index = None  # the CPU index (what is saved)
         self._search_index = None  # the CPU index or its GPU copy
@@ -117,8 +119,6 @@ class DenseIndex:
         if self.approx == "ivf":
             self.kind = "ivf"
             nlist = min(self.ivf_nlist or self.auto_nlist(n), max(1, n // 39))  # k-means wants ~39 points a cell
-            if self.storage == "pq" and self.dim % 2:
-                self.storage = "sq8"  # dim/2 sub-quantisers need an even dimension
             codec = {"flat": "Flat", "fp16": "SQfp16", "sq8": "SQ8", "pq": f"PQ{self.dim // 2}x4fs"}[self.storage]
             index = faiss.index_factory(self.dim, f"IVF{nlist},{codec}", faiss.METRIC_INNER_PRODUCT)
             index.nprobe = self.ivf_nprobe
