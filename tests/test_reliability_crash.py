@@ -68,6 +68,13 @@ def test_sigkill_during_ingest_never_loses_the_last_good_version(tmp_path, backe
             line = proc.stdout.readline()
             assert line.strip() == "ready", (line, proc.stderr.read() if proc.poll() is not None else "")
             before = _committed(log)
+            if kill and not before:
+                # only the first kill may come before any commit: a loaded machine (a Milvus Lite start per
+                # worker) can take longer than the random wait to commit, and then no kill tests a committed
+                # collection; wait (bounded) for this worker's first commit before the random wait
+                deadline = time.monotonic() + 120
+                while not _committed(log) and proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
             time.sleep(rng.uniform(0.05, 1.5))
             assert proc.poll() is None, f"the worker died on its own:\n{proc.stderr.read()}"
             coldir = data / "collections" / "c"
