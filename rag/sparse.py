@@ -5,9 +5,10 @@ in Python. The index is saved in bm25s' own plain-file format (npy with allow_pi
 vocab and params as JSON), plus each row's token ids (``tokens.npy`` + ``offsets.npy``), so a
 writer that adds documents re-tokenises only the new ones and rebuilds the score matrix from ids.
 
-Backends (``backend=``): ``numba`` scores the query's posting lists and selects the top k in one
-compiled pass over the touched rows only; ``numpy`` is bm25s' scorer plus a partial sort over every
-row. ``auto`` (the default) takes numba when it is installed and falls back to numpy.
+Backends (``backend=``): ``numba`` scores the query's posting lists and selects the top k in compiled
+kernels (over the rows the query touches, or block by block over every row when its posting lists are long);
+``numpy`` is bm25s' scorer plus a partial sort over every row. ``auto`` (the default) takes numba when it is
+installed and falls back to numpy.
 """
 from __future__ import annotations
 
@@ -36,11 +37,13 @@ except ImportError:  # pragma: no cover - depends on the install
     NUMBA_AVAILABLE = False
 
 BACKENDS = ("auto", "numba", "numpy")
-# a query whose posting lists hold at least this many entries per row of the collection is scored by one
-# sequential pass over every row instead of over the rows it touches (see _score_topk_py). On the bench's 1M
-# SciFact-derived collection (200 claims, interleaved, loaded machine) the touched-rows pass was faster below
-# 1.0 (2.6 vs 6.1 ms median under 0.25, 11.3 vs 14.4 ms at 0.75-1) and the whole pass above (11.9 vs 16.6 ms)
-DENSE_PASS_SHARE = 1.0
+# a query whose posting lists hold at least this many entries per row of the collection is scored block by
+# block over every row (_topk_blocks) instead of over the rows it touches (_topk_touched). On the bench's 1M
+# SciFact-derived collection (the 200 claims' single terms and first pairs, 1,870 queries under a share of
+# 0.15, both kernels in turn, median of 5) the touched rows were faster in 99 % of the queries at 0.01-0.02
+# (0.56 vs 1.08 ms), 58 % at 0.02-0.03 and 42 % at 0.03-0.05 (1.22 vs 1.19 ms)
+DENSE_PASS_SHARE = 0.03
+BLOCK = 8192  # rows per block: 32 KiB of float32 scores, a core's first-level data cache
 
 
 @lru_cache(maxsize=8)
@@ -149,26 +152,19 @@ def build_csc(token_ids: np.ndarray, offsets: np.ndarray, n_vocab: int, method: 
 
 
 # -- compiled search --------------------------------------------------------------------------
+# numba compiles each function on its first call (then caches it on disk); without numba they stay plain
+# Python and only the numpy backend is offered.
 
-_KERNELS: dict = {}
-_KERNEL_LOCK = threading.Lock()
+def _jit(**options):
+    if not NUMBA_AVAILABLE:  # pragma: no cover - depends on the install
+        return lambda fn: fn
+    from numba import njit
 
-
-def _kernel():
-    """The numba top-k kernel, compiled once per process (cached on disk by numba)."""
-    return _compiled(_score_topk_py)
-
-
-def _compiled(fn):
-    with _KERNEL_LOCK:
-        if fn not in _KERNELS:
-            from numba import njit
-
-            _KERNELS[fn] = njit(cache=True, nogil=True)(fn)
-    return _KERNELS[fn]
+    return njit(cache=True, nogil=True, **options)
 
 
-def _rows_scores_py(data, indices, indptr, qids, rows, out):
+@_jit()
+def _rows_scores(data, indices, indptr, qids, rows, out):
     """``out[i]`` += the posting value of ``rows[i]`` in each query term's list: a binary search in each (rows
     are sorted within a list). ``rows`` ascending: each search starts where the last one ended."""
     for q in qids:
@@ -187,80 +183,125 @@ def _rows_scores_py(data, indices, indptr, qids, rows, out):
                 out[i] += data[lo]
 
 
-def _score_topk_py(data, indices, indptr, qids, k, acc, touched, out_rows, out_scores, extra, extra_out, dense):
-    """Top-k by a heap, plus the scores of the ``extra`` rows and the sum and sum of squares of every
-    row's score (untouched rows score 0), all in one pass. Returns (heap size, sum, sum of squares).
+@_jit()
+def _offer(out_scores, out_rows, size, k, s, d):
+    """Row ``d`` with score ``s`` > 0 into the min-heap of the k best (worst at the root: lower score is worse,
+    and on equal scores the higher row is worse). Returns the heap's new size."""
+    if size < k:
+        pos = size
+        while pos > 0:  # sift up
+            parent = (pos - 1) >> 1
+            ps, pr = out_scores[parent], out_rows[parent]
+            if ps < s or (ps == s and pr > d):
+                break
+            out_scores[pos], out_rows[pos] = ps, pr
+            pos = parent
+        out_scores[pos], out_rows[pos] = s, d
+        return size + 1
+    if s < out_scores[0] or (s == out_scores[0] and d > out_rows[0]):
+        return size
+    pos = 0
+    while True:  # sift down from the root
+        c = 2 * pos + 1
+        if c >= size:
+            break
+        if c + 1 < size:
+            cs, cr = out_scores[c], out_rows[c]
+            ds, dr = out_scores[c + 1], out_rows[c + 1]
+            if ds < cs or (ds == cs and dr > cr):
+                c += 1
+        cs, cr = out_scores[c], out_rows[c]
+        if s < cs or (s == cs and d > cr):
+            break
+        out_scores[pos], out_rows[pos] = cs, cr
+        pos = c
+    out_scores[pos], out_rows[pos] = s, d
+    return size
 
-    Two ways through the rows, same result: ``dense`` (a query whose posting lists cover a good share of the
-    collection, i.e. common terms: the p95 queries) adds the postings into ``acc`` and then scans every row in
-    order, which is sequential memory access; otherwise the rows the postings touch are listed in ``touched``
-    as they are first seen, and only they are visited. Every posting value is >= 0 (the methods this kernel
-    serves), and a row is touched when its score first becomes positive (``acc`` back at 0 marks it unseen)."""
-    # 1. accumulate the query terms' postings
+
+# The two kernels below give the same result: the top k rows by a heap (:func:`_offer`), the scores of the
+# ``extra`` rows, and the sum and sum of squares of every row's score (untouched rows score 0), returned as
+# (heap size, sum, sum of squares). Every posting value is >= 0 (the methods they serve). ``acc`` is a
+# scratch array of one float32 per row, all zeros on entry and again on return. They are compiled with
+# floating-point reassociation so that the moment sums vectorise.
+
+@_jit(fastmath={"reassoc"})
+def _topk_blocks(data, indices, indptr, qids, k, acc, out_rows, out_scores, extra, extra_out):
+    """For queries whose posting lists cover a good share of the collection (most queries at scale): the rows
+    in blocks of ``BLOCK``. Each term's postings for a block (lists are sorted by row) are added into
+    ``acc[:BLOCK]``, which stays in the core's first-level cache, and the block is then read in order, so the
+    only trip to memory is one read of the posting lists."""
+    n = acc.shape[0]
+    nq = qids.shape[0]
+    nxt = np.empty(nq, np.int64)  # each term's next posting
+    for t in range(nq):
+        nxt[t] = indptr[qids[t]]
+    s1 = 0.0
+    s2 = 0.0
+    size = 0
+    root = np.float32(0)  # the heap's worst score once it holds k rows: no row below it can enter
+    for b0 in range(0, n, BLOCK):
+        b1 = min(b0 + BLOCK, n)
+        for t in range(nq):
+            j, end = nxt[t], indptr[qids[t] + 1]
+            while j < end and indices[j] < b1:
+                acc[indices[j] - b0] += data[j]
+                j += 1
+            nxt[t] = j
+        for i in range(extra.shape[0]):
+            if b0 <= extra[i] < b1:
+                extra_out[i] = acc[extra[i] - b0]
+        w = b1 - b0
+        for i in range(w):
+            v = np.float64(acc[i])
+            s1 += v
+            s2 += v * v
+        for i in range(w):
+            s = acc[i]
+            # (written as an early `continue`: `if s > 0 and s >= root:` around the call measured 3x slower)
+            if s < root or s <= 0:
+                continue
+            size = _offer(out_scores, out_rows, size, k, s, b0 + i)
+            if size == k:
+                root = out_scores[0]
+        acc[:w] = 0
+    return size, s1, s2
+
+
+@_jit(fastmath={"reassoc"})
+def _topk_touched(data, indices, indptr, qids, k, acc, touched, out_rows, out_scores, extra, extra_out):
+    """For queries of rare terms: the rows the postings touch are listed in ``touched`` as they are first seen
+    (a row is new while its score is still 0), and only they are visited."""
     nt = 0
-    if dense:
-        for q in qids:
-            for j in range(indptr[q], indptr[q + 1]):
-                acc[indices[j]] += data[j]
-        nt = acc.shape[0]
-    else:
-        for q in qids:
-            for j in range(indptr[q], indptr[q + 1]):
-                v = data[j]
-                if v > 0:
-                    d = indices[j]
-                    if acc[d] == 0:
-                        touched[nt] = d
-                        nt += 1
-                    acc[d] += v
-    # 2. the extra rows' scores
+    for q in qids:
+        for j in range(indptr[q], indptr[q + 1]):
+            v = data[j]
+            if v > 0:
+                d = indices[j]
+                if acc[d] == 0:
+                    touched[nt] = d
+                    nt += 1
+                acc[d] += v
     for i in range(extra.shape[0]):
         extra_out[i] = acc[extra[i]]
-    # 3. keep the k best positive rows in a min-heap (worst at the root): lower score is worse,
-    #    and on equal scores the higher row is worse; the moments, and the scratch array reset, on the way
-    size = 0
     s1 = 0.0
     s2 = 0.0
     for i in range(nt):
-        d = touched[i] if not dense else i
-        s = acc[d]
-        if s <= 0:
-            continue
-        acc[d] = 0
-        v = float(s)
+        v = np.float64(acc[touched[i]])
         s1 += v
         s2 += v * v
-        if size < k:
-            pos = size
-            size += 1
-            while pos > 0:  # sift up
-                parent = (pos - 1) >> 1
-                ps, pr = out_scores[parent], out_rows[parent]
-                if ps < s or (ps == s and pr > d):
-                    break
-                out_scores[pos], out_rows[pos] = ps, pr
-                pos = parent
-            out_scores[pos], out_rows[pos] = s, d
-        else:
-            rs, rr = out_scores[0], out_rows[0]
-            if s < rs or (s == rs and d > rr):
-                continue
-            pos = 0
-            while True:  # sift down from the root
-                c = 2 * pos + 1
-                if c >= size:
-                    break
-                if c + 1 < size:
-                    cs, cr = out_scores[c], out_rows[c]
-                    ds, dr = out_scores[c + 1], out_rows[c + 1]
-                    if ds < cs or (ds == cs and dr > cr):
-                        c += 1
-                cs, cr = out_scores[c], out_rows[c]
-                if s < cs or (s == cs and d > cr):
-                    break
-                out_scores[pos], out_rows[pos] = cs, cr
-                pos = c
-            out_scores[pos], out_rows[pos] = s, d
+    size = 0
+    root = np.float32(0)
+    for i in range(nt):
+        d = touched[i]
+        s = acc[d]
+        if s < root:
+            continue
+        size = _offer(out_scores, out_rows, size, k, s, d)
+        if size == k:
+            root = out_scores[0]
+    for i in range(nt):
+        acc[touched[i]] = 0
     return size, s1, s2
 
 
@@ -294,7 +335,7 @@ class SparseIndex:
         self._bm25 = None
         self._scratch = None
         self.size = 0
-        self.dense_passes = 0  # queries the compiled kernel answered with its whole-collection pass
+        self.dense_passes = 0  # queries the compiled kernels answered block by block over every row
         # token ids per row, kept from a build until save() so the next version can reuse them
         self._token_ids: np.ndarray | None = None
         self._offsets: np.ndarray | None = None
@@ -418,7 +459,7 @@ class SparseIndex:
         if self.backend == "numba":
             order = np.argsort(rows, kind="stable")
             got = np.zeros(len(rows), dtype=np.float32)
-            _compiled(_rows_scores_py)(data, indices, indptr, np.asarray(ids, np.int64), rows[order], got)
+            _rows_scores(data, indices, indptr, np.asarray(ids, np.int64), rows[order], got)
             out[order] = got
             return out
         for q in ids:  # a repeated query term counts again, as in the kernel and bm25s
@@ -434,17 +475,21 @@ class SparseIndex:
         sc = self._bm25.scores
         if self._scratch is None:
             self._scratch = _Scratch(self.size)
-        indptr = sc["indptr"]
+        data, indices, indptr = sc["data"], sc["indices"], sc["indptr"]
         postings = int((indptr[qids + 1] - indptr[qids]).sum())
         dense = postings >= DENSE_PASS_SHARE * self.size
-        bufs = self._scratch.take()
+        acc, touched = self._scratch.take()
         out_rows, out_scores = np.empty(k, np.int32), np.empty(k, np.float32)
         extra_out = np.empty(len(extra), np.float32)
         try:
-            size, s1, s2 = _kernel()(sc["data"], sc["indices"], indptr, qids, k, *bufs, out_rows, out_scores,
-                                     extra, extra_out, dense)
+            if dense:
+                size, s1, s2 = _topk_blocks(data, indices, indptr, qids, k, acc, out_rows, out_scores, extra,
+                                            extra_out)
+            else:
+                size, s1, s2 = _topk_touched(data, indices, indptr, qids, k, acc, touched, out_rows, out_scores,
+                                             extra, extra_out)
         finally:
-            self._scratch.give(bufs)
+            self._scratch.give((acc, touched))
         self.dense_passes += dense
         rows, vals = out_rows[:size].astype(np.int64), out_scores[:size]
         order = np.lexsort((rows, -vals))
@@ -457,16 +502,16 @@ class SparseIndex:
         return self.search_tokens(self.tokenizer(query), k)
 
     def warm_up(self) -> None:
-        """Compile the numba kernel now (a few seconds once per process, then cached on disk)."""
+        """Compile the numba kernels now (a few seconds once per process, then cached on disk)."""
         if self.backend == "numba":
             d = np.ones(2, np.float32)
             ip = np.array([0, 2], np.int64)
             ix = np.array([0, 1], np.int32)
-            acc, touched = np.zeros(2, np.float32), np.zeros(2, np.int32)
-            for dense in (False, True):
-                _kernel()(d, ix, ip, np.zeros(1, np.int64), 1, acc, touched, np.empty(1, np.int32),
-                          np.empty(1, np.float32), np.zeros(1, np.int64), np.empty(1, np.float32), dense)
-            _compiled(_rows_scores_py)(d, ix, ip, np.zeros(1, np.int64), ix.copy(), np.zeros(2, np.float32))
+            q, ex = np.zeros(1, np.int64), np.zeros(1, np.int64)
+            out = (np.empty(1, np.int32), np.empty(1, np.float32), ex, np.empty(1, np.float32))
+            _topk_blocks(d, ix, ip, q, 1, np.zeros(2, np.float32), *out)
+            _topk_touched(d, ix, ip, q, 1, np.zeros(2, np.float32), np.zeros(2, np.int32), *out)
+            _rows_scores(d, ix, ip, q, ix.copy(), np.zeros(2, np.float32))
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -515,7 +560,12 @@ def top_k(scores: np.ndarray, k: int, positive_only: bool = True) -> tuple[np.nd
     if n == 0 or k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     k = min(k, n)
-    part = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
+    if k < n:  # argpartition alone would pick any of the rows tied at the k-th score: take the lowest ones
+        kth = -np.partition(-scores, k - 1)[k - 1]
+        above = np.flatnonzero(scores > kth)
+        part = np.concatenate([above, np.flatnonzero(scores == kth)[:k - len(above)]])
+    else:
+        part = np.arange(n)
     order = np.lexsort((part, -scores[part]))
     rows = part[order].astype(np.int64)
     vals = scores[rows].astype(np.float32)

@@ -80,3 +80,8 @@ def test_empty_index():
 def test_top_k_breaks_ties_by_row():
     rows, vals = top_k(np.array([1.0, 3.0, 3.0, 0.0, 2.0], dtype=np.float32), 3)
     assert rows.tolist() == [1, 2, 4] and vals.tolist() == [3.0, 3.0, 2.0]
+    # rows tied at the k-th score: the lowest ones make the cut
+    tied = np.array([0.5, 2.0] + [1.0] * 200 + [3.0], dtype=np.float32)
+    for k in (1, 2, 3, 50):
+        rows, _ = top_k(tied, k)
+        assert rows.tolist() == [202, 1, *range(2, k)][:k]
