@@ -135,7 +135,7 @@ class _PreviousQueryPath:
     """The query path as it was before issue 14, for the end-to-end baseline row: the query embedded through
     the batch path (transformers' tokenizer call, batch planning) and in every mode (sparse too), BM25 run
     after the dense search on the same thread, and every BM25 query scored over the rows it touches (no
-    whole-collection pass for common terms)."""
+    block pass for long posting lists)."""
 
     def __init__(self, embedder):
         self.embedder = embedder

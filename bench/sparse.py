@@ -5,8 +5,8 @@ Every row gets the same pre-tokenised queries (the app's tokenizer: stopwords, s
 retrieval depth) and runs on one thread, with warm-up calls (JIT compilation) left out of the timing:
 
 - ``ours``: ``SparseIndex.search_tokens``, the app's numba posting-list top-k kernel;
-- ``ours_touched_only``: the same kernel made to visit only the rows each query touches, as every query did
-  before issue 14 (common-term queries now take one sequential pass over every row instead);
+- ``ours_touched_only``: the app's touched-rows kernel for every query, as every query was scored before
+  issue 14 (queries with long posting lists now go block by block over every row instead);
 - ``bm25s_numba``: bm25s' own numba backend, ``bm25s.BM25.load(dir, backend="numba")`` then
   ``retrieve(..., n_threads=1, backend_selection="numba")`` (its serial compiled path);
 - ``bm25s_numpy``: ``bm25s.BM25.load(dir)`` (numpy backend) then ``retrieve(..., n_threads=0,

@@ -45,8 +45,8 @@ def test_vectorised_build_equals_bm25s_index(sample_corpus, method):
 
 @pytest.fixture(params=["touched-rows", "whole-collection"])
 def kernel_pass(request, monkeypatch):
-    """Both ways through the compiled kernel: over the rows a query touches, and the sequential pass over
-    every row that common-term queries take (forced here for every query, or never)."""
+    """Both compiled kernels: over the rows a query touches, and block by block over every row as queries with
+    long posting lists go (forced here for every query, or never)."""
     import rag.sparse
 
     monkeypatch.setattr(rag.sparse, "DENSE_PASS_SHARE", 1e18 if request.param == "touched-rows" else 0.0)
@@ -75,6 +75,10 @@ def test_compiled_top_k_equals_numpy_top_k(sample_corpus, kernel_pass, method):
     # ties are broken by the lower row, as top_k does
     tied = SparseIndex(backend="numba").build(["alpha beta", "alpha beta", "gamma", "alpha beta"])
     assert tied.search("alpha", 2)[0].tolist() == [0, 1]
+    # ... also when a lower row with the heap root's score comes later (touched rows go term by term)
+    tied = SparseIndex(backend="numba").build(["alpha", "beta", "alpha", "beta", "gamma"])
+    assert tied.search("beta alpha", 2)[0].tolist() == [0, 1]
+    assert tied.search("beta alpha", 3)[0].tolist() == [0, 1, 2]
 
 
 def test_compiled_fusion_inputs_equal_the_full_score_array(sample_corpus, kernel_pass):
@@ -96,6 +100,31 @@ def test_compiled_fusion_inputs_equal_the_full_score_array(sample_corpus, kernel
         np.testing.assert_allclose(slow[2], of_extra, rtol=1e-6)
         np.testing.assert_allclose(slow[3], (mean, std), rtol=1e-5, atol=1e-9)
     _passes_took_effect(fast, kernel_pass, sum(bool(fast.query_ids(fast.tokenizer(q))) for q in QUERIES))
+
+
+def test_compiled_kernels_across_blocks(kernel_pass):
+    """A collection of several kernel blocks (``rag.sparse.BLOCK`` rows each): top-k, the extra rows' scores
+    (spread over every block) and the moments equal the full score array's, also with ties across blocks."""
+    import rag.sparse
+
+    rng = np.random.default_rng(3)
+    n = 2 * rag.sparse.BLOCK + 123
+    words = [f"w{i:03d}x" for i in range(300)]
+    zipf = 1.0 / np.arange(1, len(words) + 1)
+    docs = [list(rng.choice(words, rng.integers(1, 12), p=zipf / zipf.sum())) for _ in range(n)]
+    docs[5] = docs[rag.sparse.BLOCK + 7] = docs[n - 1] = ["w299x", "w298x"]  # equal scores in three blocks
+    fast = SparseIndex(backend="numba", stopwords=None, stemmer=None).build_from_tokens(docs)
+    extra = np.concatenate([rng.choice(n, 50, replace=False), [0, rag.sparse.BLOCK, n - 1]])
+    queries = [["w000x"], ["w001x", "w002x", "w050x"], ["w299x", "w298x"], ["w010x", "w010x", "w200x"]]
+    for qt in queries:
+        full = fast.scores_for_tokens(qt).astype(np.float64)
+        for k in (1, 3, 100):
+            rows, vals, of_extra, (mean, std) = fast.search_tokens_with(qt, k, extra)
+            assert rows.tolist() == top_k(full, k)[0].tolist()
+            np.testing.assert_allclose(of_extra, full[extra], rtol=1e-6)
+            np.testing.assert_allclose([mean, std], [full.mean(), full.std()], rtol=1e-5, atol=1e-9)
+    assert fast.search_tokens(["w299x", "w298x"], 2)[0].tolist() == [5, rag.sparse.BLOCK + 7]
+    _passes_took_effect(fast, kernel_pass, 3 * len(queries) + 1)
 
 
 @pytest.mark.parametrize("method", ["lucene", "bm25l"])
