@@ -184,34 +184,38 @@ def _rows_scores(data, indices, indptr, qids, rows, out):
 
 
 @_jit()
+def _ranks_before(s, d, s2, d2):
+    """The heap's one order: row ``d`` with score ``s`` ranks before row ``d2`` with ``s2`` (higher score,
+    then the lower row on equal scores)."""
+    return s > s2 or (s == s2 and d < d2)
+
+
+@_jit()
 def _offer(out_scores, out_rows, size, k, s, d):
-    """Row ``d`` with score ``s`` > 0 into the min-heap of the k best (worst at the root: lower score is worse,
-    and on equal scores the higher row is worse). Returns the heap's new size."""
+    """Row ``d`` with score ``s`` > 0 into the min-heap of the k best (the row ranking last at the root, in
+    :func:`_ranks_before`'s order). Returns the heap's new size."""
     if size < k:
         pos = size
-        while pos > 0:  # sift up
+        while pos > 0:  # sift up while the new row ranks after its parent
             parent = (pos - 1) >> 1
             ps, pr = out_scores[parent], out_rows[parent]
-            if ps < s or (ps == s and pr > d):
+            if _ranks_before(s, d, ps, pr):
                 break
             out_scores[pos], out_rows[pos] = ps, pr
             pos = parent
         out_scores[pos], out_rows[pos] = s, d
         return size + 1
-    if s < out_scores[0] or (s == out_scores[0] and d > out_rows[0]):
+    if _ranks_before(out_scores[0], out_rows[0], s, d):  # no better than the k-th: stays out
         return size
     pos = 0
-    while True:  # sift down from the root
+    while True:  # sift down from the root while the new row ranks before a child
         c = 2 * pos + 1
         if c >= size:
             break
-        if c + 1 < size:
-            cs, cr = out_scores[c], out_rows[c]
-            ds, dr = out_scores[c + 1], out_rows[c + 1]
-            if ds < cs or (ds == cs and dr > cr):
-                c += 1
+        if c + 1 < size and _ranks_before(out_scores[c], out_rows[c], out_scores[c + 1], out_rows[c + 1]):
+            c += 1  # the child ranking last
         cs, cr = out_scores[c], out_rows[c]
-        if s < cs or (s == cs and d > cr):
+        if _ranks_before(cs, cr, s, d):
             break
         out_scores[pos], out_rows[pos] = cs, cr
         pos = c
