@@ -121,8 +121,8 @@ class _Swapped:
     def dense_search(self, query_vector, k):
         return type(self._col).dense_search(self, query_vector, k)
 
-    def sparse_search(self, query, k, extra_rows):
-        return type(self._col).sparse_search(self, query, k, extra_rows)
+    def sparse_search(self, query, k):
+        return type(self._col).sparse_search(self, query, k)
 
     def sparse_scores(self, query, rows):
         return type(self._col).sparse_scores(self, query, rows)

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     for (qid, text), v in zip(queries.items(), vecs):
         hits = retriever.search(text, mode="hybrid", k=depth, query_vector=v).hits
         out["app convex, union"].append(ndcg_at(doc_ranking(hits), qrels[qid], 10))
-        dense, sparse = col.dense_search(v, depth), col.sparse_search(text, depth, [])
+        dense, sparse = col.dense_search(v, depth), col.sparse_search(text, depth)
         out["app convex, per list"].append(ndcg(per_list_convex(dense, (sparse.rows, sparse.scores), w), qid))
         out["app RRF, equal weights"].append(ndcg(rrf({"dense": dense[0], "sparse": sparse.rows}, {}, r.rrf_k), qid))
         reqs = [AnnSearchRequest([v.tolist()], "vector", {"metric_type": "IP", "params": {"ef": depth}}, depth,

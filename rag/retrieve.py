@@ -85,7 +85,7 @@ class Retriever:
         dense_rows, dense_scores = [], np.zeros(0)
         sparse_rows, sparse_scores = [], np.zeros(0)
         # hybrid: BM25 runs on another core while this thread embeds the query and searches the dense index
-        sparse_job = parallel.in_background(col.sparse_search, query, depth, []) if mode == "hybrid" else None
+        sparse_job = parallel.in_background(col.sparse_search, query, depth) if mode == "hybrid" else None
         # sparse-only search never embeds the query (query_vector stays None; Engine embeds it for the router
         # only when the auto router runs); dense and hybrid embed it once and the router reuses it
         qvec = query_vector
@@ -101,7 +101,7 @@ class Retriever:
         if mode in ("sparse", "hybrid"):
             t = time.perf_counter()
             if sparse_job is None:
-                sp, timings["sparse_ms"] = parallel.timed(col.sparse_search, query, depth, [])
+                sp, timings["sparse_ms"] = parallel.timed(col.sparse_search, query, depth)
             else:
                 sp, timings["sparse_ms"] = sparse_job.result()
                 timings["sparse_wait_ms"] = (time.perf_counter() - t) * 1000

@@ -223,14 +223,13 @@ def _offer(out_scores, out_rows, size, k, s, d):
     return size
 
 
-# The two kernels below give the same result: the top k rows by a heap (:func:`_offer`), the scores of the
-# ``extra`` rows, and the sum and sum of squares of every row's score (untouched rows score 0), returned as
-# (heap size, sum, sum of squares). Every posting value is >= 0 (the methods they serve). ``acc`` is a
+# The two kernels below give the same result: the top k rows by a heap (:func:`_offer`), and the sum and sum of
+# squares of every row's score (untouched rows score 0), returned as (heap size, sum, sum of squares). Every posting value is >= 0 (the methods they serve). ``acc`` is a
 # scratch array of one float32 per row, all zeros on entry and again on return. They are compiled with
 # floating-point reassociation so that the moment sums vectorise.
 
 @_jit(fastmath={"reassoc"})
-def _topk_blocks(data, indices, indptr, qids, k, acc, out_rows, out_scores, extra, extra_out):
+def _topk_blocks(data, indices, indptr, qids, k, acc, out_rows, out_scores):
     """For queries whose posting lists cover a good share of the collection (most queries at scale): the rows
     in blocks of ``BLOCK``. Each term's postings for a block (lists are sorted by row) are added into
     ``acc[:BLOCK]``, which stays in the core's first-level cache, and the block is then read in order, so the
@@ -252,9 +251,6 @@ def _topk_blocks(data, indices, indptr, qids, k, acc, out_rows, out_scores, extr
                 acc[indices[j] - b0] += data[j]
                 j += 1
             nxt[t] = j
-        for i in range(extra.shape[0]):
-            if b0 <= extra[i] < b1:
-                extra_out[i] = acc[extra[i] - b0]
         w = b1 - b0
         for i in range(w):
             v = np.float64(acc[i])
@@ -273,7 +269,7 @@ def _topk_blocks(data, indices, indptr, qids, k, acc, out_rows, out_scores, extr
 
 
 @_jit(fastmath={"reassoc"})
-def _topk_touched(data, indices, indptr, qids, k, acc, touched, out_rows, out_scores, extra, extra_out):
+def _topk_touched(data, indices, indptr, qids, k, acc, touched, out_rows, out_scores):
     """For queries of rare terms: the rows the postings touch are listed in ``touched`` as they are first seen
     (a row is new while its score is still 0), and only they are visited."""
     nt = 0
@@ -286,8 +282,6 @@ def _topk_touched(data, indices, indptr, qids, k, acc, touched, out_rows, out_sc
                     touched[nt] = d
                     nt += 1
                 acc[d] += v
-    for i in range(extra.shape[0]):
-        extra_out[i] = acc[extra[i]]
     s1 = 0.0
     s2 = 0.0
     for i in range(nt):
@@ -426,25 +420,23 @@ class SparseIndex:
 
     def search_tokens(self, tokens: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows with a positive score, best first: (rows int64, scores float32)."""
-        rows, vals, _, _ = self.search_tokens_with(tokens, k)
+        rows, vals, _ = self.search_tokens_moments(tokens, k)
         return rows, vals
 
-    def search_tokens_with(self, tokens: list[str], k: int, rows_of_interest: np.ndarray | None = None):
-        """Top-k as :meth:`search_tokens`, plus what fusion needs without a full score array: the scores of
-        ``rows_of_interest`` and ``(mean, std)`` of the scores over all rows.
+    def search_tokens_moments(self, tokens: list[str], k: int):
+        """Top-k as :meth:`search_tokens`, plus what fusion needs without a full score array: ``(mean, std)``
+        of the scores over all rows (the scores of other rows: :meth:`scores_of`).
 
-        Returns ``(rows, scores, scores_of_interest, (mean, std))``."""
-        extra = np.zeros(0, np.int64) if rows_of_interest is None else np.asarray(rows_of_interest, np.int64)
+        Returns ``(rows, scores, (mean, std))``."""
         k = min(k, self.size)
         ids = self.query_ids(tokens) if k > 0 else []
         if not ids:
-            return (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32),
-                    np.zeros(len(extra), dtype=np.float32), (0.0, 0.0))
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), (0.0, 0.0)
         if self.backend == "numba" and self._bm25.nonoccurrence_array is None:
-            return self._search_compiled(np.asarray(ids, dtype=np.int64), k, extra)
+            return self._search_compiled(np.asarray(ids, dtype=np.int64), k)
         scores = self._bm25.get_scores_from_ids(ids)
         rows, vals = top_k(scores, k)
-        return rows, vals, scores[extra].astype(np.float32), (float(scores.mean()), float(scores.std()))
+        return rows, vals, (float(scores.mean()), float(scores.std()))
 
     def scores_of(self, tokens: list[str], rows) -> np.ndarray:
         """BM25 scores of ``rows`` alone (0 where a row has none of the terms), float32: a binary search per
@@ -475,7 +467,7 @@ class SparseIndex:
             out[hit] += data[lo + pos[hit]]
         return out
 
-    def _search_compiled(self, qids: np.ndarray, k: int, extra: np.ndarray):
+    def _search_compiled(self, qids: np.ndarray, k: int):
         sc = self._bm25.scores
         if self._scratch is None:
             self._scratch = _Scratch(self.size)
@@ -484,14 +476,11 @@ class SparseIndex:
         dense = postings >= DENSE_PASS_SHARE * self.size
         acc, touched = self._scratch.take()
         out_rows, out_scores = np.empty(k, np.int32), np.empty(k, np.float32)
-        extra_out = np.empty(len(extra), np.float32)
         try:
             if dense:
-                size, s1, s2 = _topk_blocks(data, indices, indptr, qids, k, acc, out_rows, out_scores, extra,
-                                            extra_out)
+                size, s1, s2 = _topk_blocks(data, indices, indptr, qids, k, acc, out_rows, out_scores)
             else:
-                size, s1, s2 = _topk_touched(data, indices, indptr, qids, k, acc, touched, out_rows, out_scores,
-                                             extra, extra_out)
+                size, s1, s2 = _topk_touched(data, indices, indptr, qids, k, acc, touched, out_rows, out_scores)
         finally:
             self._scratch.give((acc, touched))
         self.dense_passes += dense
@@ -500,7 +489,7 @@ class SparseIndex:
         n = max(self.size, 1)
         mean = s1 / n
         std = float(np.sqrt(max(s2 / n - mean * mean, 0.0)))
-        return rows[order], vals[order], extra_out, (mean, std)
+        return rows[order], vals[order], (mean, std)
 
     def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.search_tokens(self.tokenizer(query), k)
@@ -511,8 +500,8 @@ class SparseIndex:
             d = np.ones(2, np.float32)
             ip = np.array([0, 2], np.int64)
             ix = np.array([0, 1], np.int32)
-            q, ex = np.zeros(1, np.int64), np.zeros(1, np.int64)
-            out = (np.empty(1, np.int32), np.empty(1, np.float32), ex, np.empty(1, np.float32))
+            q = np.zeros(1, np.int64)
+            out = (np.empty(1, np.int32), np.empty(1, np.float32))
             _topk_blocks(d, ix, ip, q, 1, np.zeros(2, np.float32), *out)
             _topk_touched(d, ix, ip, q, 1, np.zeros(2, np.float32), np.zeros(2, np.int32), *out)
             _rows_scores(d, ix, ip, q, ix.copy(), np.zeros(2, np.float32))

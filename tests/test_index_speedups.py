@@ -82,29 +82,26 @@ def test_compiled_top_k_equals_numpy_top_k(sample_corpus, kernel_pass, method):
 
 
 def test_compiled_fusion_inputs_equal_the_full_score_array(sample_corpus, kernel_pass):
-    """The kernel's extra-row scores and score moments are what fusion would read off the full array."""
+    """The kernel's score moments are what fusion would read off the full array."""
     texts = _texts(sample_corpus)
     fast = SparseIndex(backend="numba").build(texts)
-    rng = np.random.default_rng(1)
     for q in QUERIES:
         qt = fast.tokenizer(q)
         full = fast.scores_for_tokens(qt)
-        extra = rng.choice(len(texts), 40, replace=False)
-        rows, vals, of_extra, (mean, std) = fast.search_tokens_with(qt, 25, extra)
-        np.testing.assert_allclose(of_extra, full[extra], rtol=1e-6)
+        rows, vals, (mean, std) = fast.search_tokens_moments(qt, 25)
         np.testing.assert_allclose([mean, std], [full.astype(np.float64).mean(), full.astype(np.float64).std()],
                                    rtol=1e-5, atol=1e-9)
         want_rows, want_vals = top_k(full, 25)
         assert rows.tolist() == want_rows.tolist()
-        slow = SparseIndex(backend="numpy").build(texts).search_tokens_with(qt, 25, extra)
-        np.testing.assert_allclose(slow[2], of_extra, rtol=1e-6)
-        np.testing.assert_allclose(slow[3], (mean, std), rtol=1e-5, atol=1e-9)
+        slow = SparseIndex(backend="numpy").build(texts).search_tokens_moments(qt, 25)
+        assert slow[0].tolist() == rows.tolist()
+        np.testing.assert_allclose(slow[2], (mean, std), rtol=1e-5, atol=1e-9)
     _passes_took_effect(fast, kernel_pass, sum(bool(fast.query_ids(fast.tokenizer(q))) for q in QUERIES))
 
 
 def test_compiled_kernels_across_blocks(kernel_pass):
-    """A collection of several kernel blocks (``rag.sparse.BLOCK`` rows each): top-k, the extra rows' scores
-    (spread over every block) and the moments equal the full score array's, also with ties across blocks."""
+    """A collection of several kernel blocks (``rag.sparse.BLOCK`` rows each): top-k and the moments equal the
+    full score array's, also with ties across blocks; ``scores_of`` rows spread over every block too."""
     import rag.sparse
 
     rng = np.random.default_rng(3)
@@ -114,14 +111,14 @@ def test_compiled_kernels_across_blocks(kernel_pass):
     docs = [list(rng.choice(words, rng.integers(1, 12), p=zipf / zipf.sum())) for _ in range(n)]
     docs[5] = docs[rag.sparse.BLOCK + 7] = docs[n - 1] = ["w299x", "w298x"]  # equal scores in three blocks
     fast = SparseIndex(backend="numba", stopwords=None, stemmer=None).build_from_tokens(docs)
-    extra = np.concatenate([rng.choice(n, 50, replace=False), [0, rag.sparse.BLOCK, n - 1]])
+    rows_of = np.concatenate([rng.choice(n, 50, replace=False), [0, rag.sparse.BLOCK, n - 1]])
     queries = [["w000x"], ["w001x", "w002x", "w050x"], ["w299x", "w298x"], ["w010x", "w010x", "w200x"]]
     for qt in queries:
         full = fast.scores_for_tokens(qt).astype(np.float64)
+        np.testing.assert_allclose(fast.scores_of(qt, rows_of), full[rows_of], rtol=1e-6)
         for k in (1, 3, 100):
-            rows, vals, of_extra, (mean, std) = fast.search_tokens_with(qt, k, extra)
+            rows, vals, (mean, std) = fast.search_tokens_moments(qt, k)
             assert rows.tolist() == top_k(full, k)[0].tolist()
-            np.testing.assert_allclose(of_extra, full[extra], rtol=1e-6)
             np.testing.assert_allclose([mean, std], [full.mean(), full.std()], rtol=1e-5, atol=1e-9)
     assert fast.search_tokens(["w299x", "w298x"], 2)[0].tolist() == [5, rag.sparse.BLOCK + 7]
     _passes_took_effect(fast, kernel_pass, 3 * len(queries) + 1)

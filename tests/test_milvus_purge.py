@@ -36,7 +36,7 @@ def test_replaced_rows_stay_readable_until_the_purge_is_due(store_settings, monk
         _add(w, "b", ["beta one"], 2)
         w.commit()
     old = open_collection("p", settings)
-    old_rows = old.sparse_search("alpha", 5, []).rows
+    old_rows = old.sparse_search("alpha", 5).rows
     assert len(old_rows) == 2
 
     with CollectionWriter("p", settings, embedder_id="e", dim=DIM) as w:  # a replace and a removal
@@ -45,8 +45,8 @@ def test_replaced_rows_stay_readable_until_the_purge_is_due(store_settings, monk
         w.commit()
     new = open_collection("p", settings)
     assert new.counts() == {"chunks": 1, "documents": 1}
-    assert [c.text for c in new.chunks(new.sparse_search("alpha", 5, []).rows)] == ["alpha new"]
-    assert new.sparse_search("beta", 5, []).rows == []
+    assert [c.text for c in new.chunks(new.sparse_search("alpha", 5).rows)] == ["alpha new"]
+    assert new.sparse_search("beta", 5).rows == []
     assert [d["doc_id"] for d in new.documents()] == ["a"]
     # the search begun on the generation before still reads what it found
     assert sorted(c.text for c in old.chunks(old_rows)) == ["alpha one", "alpha two"]

@@ -87,10 +87,9 @@ def test_convex_on_milvus_uses_the_union_moments(retriever, backend):
     col, emb = retriever.collection, retriever.embedder
     by_doc = {c.doc_id: r for r, c in zip(*_all_rows(col))}
     qv = emb.encode_queries([q])[0]
-    union = sorted(set(col.dense_search(qv, 3)[0]) | set(col.sparse_search(q, 3, []).rows))
+    union = sorted(set(col.dense_search(qv, 3)[0]) | set(col.sparse_search(q, 3).rows))
     dense = col.dense_scores(qv, union)
-    sp = col.sparse_search(q, 3, union)
-    sparse = sp.extra_scores.astype(np.float64)
+    sparse = col.sparse_scores(q, union).astype(np.float64)
     s = retriever.settings
     z = s.dense_weight * (dense - dense.mean()) / dense.std() + s.sparse_weight * (sparse - sparse.mean()) / sparse.std()
     want = dict(zip(union, z))

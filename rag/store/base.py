@@ -26,13 +26,11 @@ class DocRecord:
 
 @dataclass
 class SparseHits:
-    """A BM25 search: the top ``rows`` and their ``scores``, the scores of the extra rows asked for (0 where a row
-    has none of the query's terms), and the mean and standard deviation of the query's BM25 score over the whole
-    collection where the backend can tell (None where it cannot)."""
+    """A BM25 search: the top ``rows`` and their ``scores``, and the mean and standard deviation of the query's BM25
+    score over the whole collection where the backend can tell (None where it cannot)."""
 
     rows: list[int]
     scores: np.ndarray
-    extra_scores: np.ndarray
     moments: tuple[float, float] | None
 
 
@@ -60,8 +58,8 @@ class Collection:
         """The ``k`` rows nearest to the (normalised) query vector by inner product, best first."""
         raise NotImplementedError
 
-    def sparse_search(self, query: str, k: int, extra_rows: list[int]) -> SparseHits:
-        """The ``k`` best rows by BM25, plus the BM25 scores of ``extra_rows``."""
+    def sparse_search(self, query: str, k: int) -> SparseHits:
+        """The ``k`` best rows by BM25 (the scores of other rows: :meth:`sparse_scores`)."""
         raise NotImplementedError
 
     def sparse_scores(self, query: str, rows: list[int]) -> np.ndarray:

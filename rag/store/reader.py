@@ -90,11 +90,10 @@ class FilesCollection(Collection):
             rows, scores = rows[order], scores[order]
         return rows.tolist(), scores
 
-    def sparse_search(self, query, k, extra_rows):
-        # one posting-list pass: the top rows, the extra rows' scores, and the corpus mean/std
-        rows, scores, extra, moments = self.sparse.search_tokens_with(
-            self.sparse.tokenizer(query), k, np.asarray(extra_rows, dtype=np.int64))
-        return SparseHits(rows.tolist(), scores, extra, moments)
+    def sparse_search(self, query, k):
+        # one posting-list pass: the top rows and the corpus mean/std
+        rows, scores, moments = self.sparse.search_tokens_moments(self.sparse.tokenizer(query), k)
+        return SparseHits(rows.tolist(), scores, moments)
 
     def sparse_scores(self, query, rows):
         return self.sparse.scores_of(self.sparse.tokenizer(query), rows)

@@ -68,14 +68,10 @@ class MilvusCollection(Collection):
         # BM25 scores are >= 0; Milvus Lite 3.2 reports them negated (as a distance), a server as they are
         return {h["pk"]: abs(float(h["distance"])) for h in res}
 
-    def sparse_search(self, query, k, extra_rows):
+    def sparse_search(self, query, k):
         terms = " ".join(self.tokenizer(query))
         top = self._bm25(terms, k, self._filter) if terms else {}
-        missing = [r for r in extra_rows if r not in top]
-        extra = dict(zip(missing, self._bm25_of(terms, missing).tolist()))
-        extra.update(top)
-        return SparseHits(list(top), np.array(list(top.values()), dtype=np.float32),
-                          np.array([extra.get(r, 0.0) for r in extra_rows], dtype=np.float32), None)
+        return SparseHits(list(top), np.array(list(top.values()), dtype=np.float32), None)
 
     def sparse_scores(self, query, rows):
         return self._bm25_of(" ".join(self.tokenizer(query)), list(rows))
