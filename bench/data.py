@@ -85,10 +85,14 @@ def doc_text(d: dict) -> str:
 
 def embed_corpus(docs: list[dict], embedder, cache: Path | None = None) -> tuple[np.ndarray, dict]:
     """Embeddings of the documents (title + text) and how they were obtained. Cached as .npy in ``cache``
-    (the run's data dir), keyed by a hash of the document ids and the embedder backend."""
+    (the run's data dir), keyed by a hash of the document ids, the embedder backend and, for the ONNX backends,
+    the document batch size in tokens (the int8 graph quantises activations per batch)."""
+    from rag.embed import DOC_BATCH_TOKENS
+
     backend = getattr(embedder, "backend", "torch")
     ids = hashlib.sha256("\n".join(d["_id"] for d in docs).encode()).hexdigest()[:16]
-    f = cache / f"scifact-{len(docs)}-{ids}-{backend}.npy" if cache is not None else None
+    variant = f"{backend}-batch{DOC_BATCH_TOKENS}" if backend.startswith("onnx") else backend
+    f = cache / f"scifact-{len(docs)}-{ids}-{variant}.npy" if cache is not None else None
     if f is not None and f.exists():
         return np.load(f, allow_pickle=False), {"backend": backend, "documents": len(docs),
                                                 "source": "cached in the data dir by an earlier run"}
