@@ -224,9 +224,10 @@ def _offer(out_scores, out_rows, size, k, s, d):
 
 
 # The two kernels below give the same result: the top k rows by a heap (:func:`_offer`), and the sum and sum of
-# squares of every row's score (untouched rows score 0), returned as (heap size, sum, sum of squares). Every posting value is >= 0 (the methods they serve). ``acc`` is a
-# scratch array of one float32 per row, all zeros on entry and again on return. They are compiled with
-# floating-point reassociation so that the moment sums vectorise.
+# squares of every row's score (untouched rows score 0), returned as (heap size, sum, sum of squares). Every
+# posting value is >= 0 (the methods they serve). ``acc`` is a scratch array of one float32 per row, all zeros
+# on entry and again on return. They are compiled with floating-point reassociation so that the moment sums
+# vectorise.
 
 @_jit(fastmath={"reassoc"})
 def _topk_blocks(data, indices, indptr, qids, k, acc, out_rows, out_scores):
